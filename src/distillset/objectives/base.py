@@ -1,0 +1,54 @@
+"""The interface every matching loss implements; the engine only talks to this."""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class MatchingContext:
+    """What an objective may know about the current distillation step."""
+
+    iteration: int
+    total_iterations: int
+    num_classes: int
+    class_sizes: Tensor  # real training images per class, shape (num_classes,)
+    generator: torch.Generator | None = None
+    log: dict[str, float] = field(default_factory=dict)  # objectives may add values to log
+
+
+class MatchingObjective(ABC):
+    """Compares embedded real and synthetic batches and returns a scalar loss.
+
+    Subclasses implement :meth:`class_loss` (classes independent, as in DM) or override
+    :meth:`loss` when the objective couples classes. ``real`` features are detached by the
+    engine; gradients flow through ``synthetic`` only.
+    """
+
+    name: ClassVar[str] = ""
+
+    def loss(
+        self,
+        real: Sequence[Tensor],
+        synthetic: Sequence[Tensor],
+        classes: Sequence[int],
+        context: MatchingContext,
+    ) -> Tensor:
+        """Sum of per-class losses over the classes of this step (one entry per class)."""
+        total = synthetic[0].new_zeros(())
+        for r, s, c in zip(real, synthetic, classes, strict=True):
+            total = total + self.class_loss(r, s, c, context)
+        return total
+
+    def class_loss(self, real: Tensor, synthetic: Tensor, class_index: int, context: MatchingContext) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement class_loss or loss")
+
+    def config(self) -> dict[str, Any]:
+        """Hyperparameters, recorded in artifacts' manifests."""
+        return {}
