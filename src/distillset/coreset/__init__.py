@@ -1,0 +1,37 @@
+"""Coreset baselines: select real images per class (random, herding, k-center)."""
+
+from __future__ import annotations
+
+import torch
+
+from distillset.coreset.features import extract_features, trained_feature_network
+from distillset.coreset.selection import SELECTION_RULES, select_per_class
+from distillset.data.base import DatasetSplits, ImageSet
+
+
+def select_coreset(
+    splits: DatasetSplits,
+    method: str,
+    ipc: int,
+    *,
+    seed: int = 0,
+    feature_model: str = "convnet3",
+    feature_epochs: int = 3,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> ImageSet:
+    """``ipc`` real training images per class chosen by ``method`` (features only where the rule needs them)."""
+    SELECTION_RULES.get(method)  # fail fast on an unknown name, before any training
+    train = splits.train
+    if method == "random":
+        features = train.images.flatten(1)
+    else:
+        net = trained_feature_network(
+            splits, feature_model, epochs=feature_epochs, seed=seed, device=device, progress=progress
+        )
+        features = extract_features(net, train.images)
+    indices = select_per_class(method, features, train.labels, splits.info.num_classes, ipc, seed=seed)
+    return train.subset(indices)
+
+
+__all__ = ["SELECTION_RULES", "extract_features", "select_coreset", "select_per_class", "trained_feature_network"]

@@ -1,0 +1,309 @@
+"""The distillation loop shared by every distribution-matching method.
+
+Per iteration: get embedding network(s) (fresh random, or IDM's queue), draw real batches per class,
+apply the same DSA draw to a class's real and synthetic images, embed both, ask the objective for a loss,
+take an SGD step on the synthetic pixels. Classes are independent: ``classes`` may be any shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from distillset.artifacts import atomic_save_tensors
+from distillset.augment import DSA
+from distillset.data.base import DatasetInfo, ImageSet
+from distillset.engine.networks import RandomNetworkSampler, SampledNetwork, TrainedNetworkQueue
+from distillset.engine.synthetic import expand, expanded_labels, pack
+from distillset.objectives import MatchingContext, get_objective
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+LOG_FILE = "log.jsonl"
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint exists but was made with different settings."""
+
+
+@dataclass
+class DistillConfig:
+    """Everything that defines a distillation run (recorded in checkpoints and manifests)."""
+
+    objective: str = "dm"
+    objective_params: dict[str, Any] = field(default_factory=dict)
+    ipc: int = 10
+    iterations: int = 2000
+    lr_img: float = 1.0
+    momentum: float = 0.5
+    batch_real: int = 256
+    init: str = "real"  # "real" | "noise"
+    model: str = "convnet3"
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    network_source: str = "random"  # "random" (DM) | "queue" (IDM)
+    expansion_factor: int = 1
+    ce_weight: float = 0.0  # IDM class-aware CE regulariser, scaled by the net's train accuracy (%)
+    step_per_class: bool = False
+    classes: list[int] | None = None
+    seed: int = 0
+    real_precision: str = "fp32"  # "fp32" | "bf16": precision of the (no-grad) real feature pass
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.ipc < 1:
+            raise ValueError(f"ipc must be >= 1, got {self.ipc}")
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.init not in ("real", "noise"):
+            raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}")
+        if self.network_source not in ("random", "queue"):
+            raise ValueError(f"network_source must be 'random' or 'queue', got {self.network_source!r}")
+        if self.real_precision not in ("fp32", "bf16"):
+            raise ValueError(f"real_precision must be 'fp32' or 'bf16', got {self.real_precision!r}")
+        if self.expansion_factor < 1:
+            raise ValueError(f"expansion_factor must be >= 1, got {self.expansion_factor}")
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that must agree between a checkpoint and a resumed run."""
+        keep = ("checkpoint_every", "log_every", "iterations")
+        return {k: v for k, v in asdict(self).items() if k not in keep}
+
+
+class Distiller:
+    """Learns a synthetic set for ``real`` with the configured objective.
+
+    ``out_dir`` (optional) receives ``checkpoint.safetensors`` every ``checkpoint_every`` iterations
+    and on Ctrl-C, and ``log.jsonl``. ``evaluate_every``/``evaluate`` add periodic evaluation.
+    """
+
+    def __init__(
+        self,
+        real: ImageSet,
+        info: DatasetInfo,
+        config: DistillConfig,
+        *,
+        out_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+        evaluate: Callable[[ImageSet], dict[str, float]] | None = None,
+        evaluate_every: int = 0,
+    ) -> None:
+        self.real, self.info, self.config = real, info, config
+        self.device = torch.device(device)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress, self.evaluate, self.evaluate_every = progress, evaluate, evaluate_every
+        self.classes = list(config.classes) if config.classes is not None else list(range(info.num_classes))
+        bad = [c for c in self.classes if not 0 <= c < info.num_classes]
+        if bad:
+            raise ValueError(f"classes {bad} out of range for {info.num_classes} classes of '{info.name}'")
+        self.class_sizes = real.class_counts(info.num_classes)
+        empty = [c for c in self.classes if int(self.class_sizes[c]) == 0]
+        if empty:
+            raise ValueError(f"classes {empty} have no real training images; cannot distil them")
+        self.objective = get_objective(config.objective, **config.objective_params)
+        self.dsa = DSA(config.dsa_strategy) if config.dsa_strategy not in ("", "none") else None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.sampler = self._make_sampler()
+        self.stored = self._initial_images()
+        self.optimizer = torch.optim.SGD([self.stored], lr=config.lr_img, momentum=config.momentum)
+        self.iteration = 0
+        self.elapsed = 0.0
+
+    # ----------------------------------------------------------------- set-up
+    def _make_sampler(self) -> RandomNetworkSampler | TrainedNetworkQueue:
+        c = self.config
+        if c.network_source == "queue":
+            return TrainedNetworkQueue(c.model, self.info, c.seed, self.device)
+        return RandomNetworkSampler(c.model, self.info, c.seed, self.device)
+
+    def _initial_images(self) -> Tensor:
+        c, f = self.config, self.config.expansion_factor
+        shape = (len(self.classes) * c.ipc, self.info.channels, *self.info.image_size)
+        if c.init == "noise":
+            stored = torch.randn(shape, generator=self.generator)
+        else:
+            per_class = []
+            for cls in self.classes:
+                members = self.real.class_indices(cls)
+                draw = c.ipc * f * f
+                picks = members[torch.randperm(len(members), generator=self.generator)[:draw]]
+                if len(picks) < draw:  # tiny tail classes: reuse images
+                    picks = members[torch.randint(len(members), (draw,), generator=self.generator)]
+                per_class.append(pack(self.real.images[picks], f))
+            stored = torch.cat(per_class)
+        return stored.to(self.device).requires_grad_(True)
+
+    @property
+    def synthetic_labels(self) -> Tensor:
+        return torch.tensor(self.classes).repeat_interleave(self.config.ipc)
+
+    def synthetic_set(self) -> ImageSet:
+        """The current synthetic training set (expanded for IDM), on the CPU."""
+        f = self.config.expansion_factor
+        with torch.no_grad():
+            images = expand(self.stored.detach(), f).cpu().clone()
+        return ImageSet(images, expanded_labels(self.synthetic_labels, f))
+
+    # ------------------------------------------------------------- one step
+    def _real_batch(self, cls: int) -> Tensor:
+        members = self.real.class_indices(cls)
+        picks = members[torch.randperm(len(members), generator=self.generator)[: self.config.batch_real]]
+        return self.real.images[picks].to(self.device)
+
+    def _embed_classes(self, sampled: SampledNetwork, classes: Sequence[int]) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """Real and synthetic features per class (one forward pass each), and the augmented synthetic images."""
+        c = self.config
+        positions = [self.classes.index(cls) for cls in classes]
+        stored = torch.cat([self.stored[p * c.ipc : (p + 1) * c.ipc] for p in positions])
+        synthetic = expand(stored, c.expansion_factor)
+        per_class_syn = synthetic.split(c.ipc * c.expansion_factor**2)
+        real_aug, syn_aug = [], []
+        for cls, syn in zip(classes, per_class_syn, strict=True):
+            real = self._real_batch(cls)
+            if self.dsa is not None:
+                params = self.dsa.sample(1, self.generator, siamese=True)
+                real, syn = self.dsa.apply(real, params), self.dsa.apply(syn, params)
+            real_aug.append(real)
+            syn_aug.append(syn)
+        net = sampled.net
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if c.real_precision == "bf16" else contextlib.nullcontext()
+        )
+        with torch.no_grad(), autocast:
+            real_features = net.embed(torch.cat(real_aug)).float()
+        syn_images = torch.cat(syn_aug)
+        syn_features = net.embed(syn_images)
+        real_split = list(real_features.split([len(r) for r in real_aug]))
+        syn_split = list(syn_features.split([len(s) for s in syn_aug]))
+        return real_split, syn_split, syn_images
+
+    def _loss(self, sampled: SampledNetwork, classes: Sequence[int], context: MatchingContext) -> Tensor:
+        real, syn, syn_images = self._embed_classes(sampled, classes)
+        loss = self.objective.loss(real, syn, classes, context)
+        if self.config.ce_weight > 0:
+            labels = torch.tensor(classes, device=self.device).repeat_interleave(self.config.ipc * self.config.expansion_factor**2)
+            ce = F.cross_entropy(sampled.net(syn_images), labels)
+            loss = loss + self.config.ce_weight * sampled.train_accuracy * ce
+        return loss
+
+    def _apply(self, loss: Tensor) -> float:
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            where = f" (last good checkpoint: {self.out_dir / CHECKPOINT_FILE})" if self.out_dir else ""
+            raise FloatingPointError(
+                f"loss is {value} at iteration {self.iteration}{where}. Lower --lr-img or the objective's "
+                "weight, or check the real data for NaN values."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return value
+
+    def step(self) -> dict[str, float]:
+        """One distillation iteration; returns the values to log."""
+        c = self.config
+        context = MatchingContext(
+            iteration=self.iteration, total_iterations=c.iterations, num_classes=self.info.num_classes,
+            class_sizes=self.class_sizes, generator=self.generator,
+        )
+        total = 0.0
+        for sampled in self.sampler.sample(self.iteration, self.generator):
+            groups = [[cls] for cls in self.classes] if c.step_per_class else [self.classes]
+            for group in groups:
+                total += self._apply(self._loss(sampled, group, context))
+        self.sampler.after_step(self.iteration, self.real, self.generator)
+        self.iteration += 1
+        return {"loss": total / len(self.classes), **context.log}
+
+    # ------------------------------------------------------------ long runs
+    def run(self, *, resume: bool = False) -> ImageSet:
+        """Run to ``config.iterations``, checkpointing; returns the synthetic set."""
+        if resume:
+            self.load_checkpoint()
+        c = self.config
+        bar = tqdm(total=c.iterations, initial=self.iteration, desc=f"distill {c.objective}", disable=not self.progress)
+        try:
+            while self.iteration < c.iterations:
+                start = time.perf_counter()
+                values = self.step()
+                self.elapsed += time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['loss']:.4g}")
+                if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
+                    self._log({"iteration": self.iteration, "seconds": round(self.elapsed, 3), **values})
+                if self.evaluate is not None and self.evaluate_every and self.iteration % self.evaluate_every == 0:
+                    self._log({"iteration": self.iteration, **self.evaluate(self.synthetic_set())})
+                if c.checkpoint_every and self.iteration % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+        self.save_checkpoint()
+        return self.synthetic_set()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / LOG_FILE, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _state(self) -> dict[str, Tensor]:
+        state = {"stored": self.stored.detach(), "generator": self.generator.get_state()}
+        momentum = self.optimizer.state.get(self.stored, {}).get("momentum_buffer")
+        if momentum is not None:
+            state["momentum"] = momentum
+        state.update(self.sampler.state_dict())
+        return state
+
+    def save_checkpoint(self) -> None:
+        """Atomically write the full state (pixels, momentum, RNG, network queue) to ``out_dir``."""
+        if self.out_dir is None:
+            return
+        metadata = {
+            "iteration": str(self.iteration),
+            "elapsed": repr(self.elapsed),
+            "config": json.dumps(self.config.identity(), sort_keys=True),
+        }
+        atomic_save_tensors(self.out_dir / CHECKPOINT_FILE, self._state(), metadata=metadata)
+
+    def load_checkpoint(self) -> bool:
+        """Restore the state saved in ``out_dir``; returns False when there is none."""
+        if self.out_dir is None or not (self.out_dir / CHECKPOINT_FILE).is_file():
+            return False
+        path = self.out_dir / CHECKPOINT_FILE
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+        saved = json.loads(metadata.get("config", "{}"))
+        current = json.loads(json.dumps(self.config.identity(), sort_keys=True))
+        if saved != current:
+            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise CheckpointMismatchError(
+                f"{path} was made with different settings ({', '.join(diff)}); resume with the same "
+                "flags or write to a new --out directory"
+            )
+        with torch.no_grad():
+            self.stored.copy_(state["stored"])
+        if "momentum" in state:
+            self.optimizer.state[self.stored]["momentum_buffer"] = state["momentum"].to(self.device).clone()
+        self.generator.set_state(state["generator"])
+        self.sampler.load_state_dict({k: v for k, v in state.items() if k.startswith("queue.")})
+        self.iteration = int(metadata["iteration"])
+        self.elapsed = float(metadata.get("elapsed", "0"))
+        return True

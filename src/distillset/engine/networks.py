@@ -1,0 +1,161 @@
+"""Where the engine gets its embedding network each iteration.
+
+* :class:`RandomNetworkSampler` (DM): a freshly initialised network per iteration, frozen.
+* :class:`TrainedNetworkQueue` (IDM): a queue of networks partly trained on real data, refreshed
+  as distillation goes (Zhao et al., CVPR 2023, Sec. 3.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillset.data.base import DatasetInfo, ImageSet
+from distillset.nets import get_network
+
+
+@dataclass
+class SampledNetwork:
+    net: nn.Module
+    train_accuracy: float  # running training accuracy on real data in percent (0 for a random net)
+
+
+class RandomNetworkSampler:
+    """A new randomly initialised network each iteration (seeded by the iteration number)."""
+
+    def __init__(self, model: str, info: DatasetInfo, seed: int, device: torch.device) -> None:
+        self.model, self.info, self.seed, self.device = model, info, seed, device
+
+    def sample(self, iteration: int, generator: torch.Generator) -> list[SampledNetwork]:
+        net = get_network(
+            self.model, self.info.channels, self.info.num_classes, self.info.image_size,
+            seed=self.seed * 1_000_003 + iteration,
+        ).to(self.device)
+        net.train()  # as the reference: train mode, parameters frozen
+        for parameter in net.parameters():
+            parameter.requires_grad_(False)
+        return [SampledNetwork(net, 0.0)]
+
+    def after_step(self, iteration: int, real: ImageSet, generator: torch.Generator) -> None:
+        """Random networks are never trained."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Nothing to restore: networks are a function of (seed, iteration)."""
+
+
+@dataclass
+class _QueuedNet:
+    net: nn.Module
+    optimizer: torch.optim.SGD
+    correct: int = 0
+    seen: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return 100.0 * self.correct / self.seen if self.seen else 0.0
+
+
+class TrainedNetworkQueue:
+    """IDM's model queue: up to ``capacity`` nets; a new random net every ``push_interval`` iterations;
+    ``match_nets`` nets sampled for matching (eval mode); after each iteration ``train_nets`` random
+    queue members take ``train_steps`` SGD steps on real batches of ``train_batch`` images."""
+
+    def __init__(
+        self,
+        model: str,
+        info: DatasetInfo,
+        seed: int,
+        device: torch.device,
+        *,
+        capacity: int = 100,
+        initial: int = 3,
+        push_interval: int = 30,
+        match_nets: int = 1,
+        train_nets: int = 2,
+        train_steps: int = 10,
+        train_batch: int = 256,
+        lr: float = 0.01,
+    ) -> None:
+        self.model, self.info, self.seed, self.device = model, info, seed, device
+        self.capacity, self.push_interval, self.match_nets = capacity, push_interval, match_nets
+        self.train_nets, self.train_steps, self.train_batch, self.lr = train_nets, train_steps, train_batch, lr
+        self.created = 0
+        self.queue: list[_QueuedNet] = []
+        for _ in range(initial):
+            self._push()
+
+    def _push(self) -> None:
+        net = get_network(
+            self.model, self.info.channels, self.info.num_classes, self.info.image_size,
+            seed=self.seed * 1_000_003 + 500_000 + self.created,
+        ).to(self.device)
+        optimizer = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
+        self.queue.append(_QueuedNet(net, optimizer))
+        self.created += 1
+        if len(self.queue) > self.capacity:
+            self.queue.pop(0)
+
+    def sample(self, iteration: int, generator: torch.Generator) -> list[SampledNetwork]:
+        if iteration > 0 and iteration % self.push_interval == 0:
+            self._push()
+        order = torch.randperm(len(self.queue), generator=generator)[: self.match_nets]
+        sampled = []
+        for index in order.tolist():
+            member = self.queue[index]
+            member.net.eval()
+            for parameter in member.net.parameters():
+                parameter.requires_grad_(False)
+            sampled.append(SampledNetwork(member.net, member.accuracy))
+        return sampled
+
+    def after_step(self, iteration: int, real: ImageSet, generator: torch.Generator) -> None:
+        order = torch.randperm(len(self.queue), generator=generator)[: self.train_nets]
+        for index in order.tolist():
+            member = self.queue[index]
+            member.net.train()
+            for parameter in member.net.parameters():
+                parameter.requires_grad_(True)
+            for _ in range(self.train_steps):
+                batch = torch.randint(len(real), (self.train_batch,), generator=generator)
+                x, y = real.images[batch].to(self.device), real.labels[batch].to(self.device)
+                logits = member.net(x)
+                loss = F.cross_entropy(logits, y)
+                member.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                member.optimizer.step()
+                member.correct += int((logits.argmax(1) == y).sum())
+                member.seen += len(y)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {"queue.created": torch.tensor(self.created)}
+        for i, member in enumerate(self.queue):
+            for key, value in member.net.state_dict().items():
+                state[f"queue.{i}.net.{key}"] = value
+            for p_index, parameter in enumerate(member.net.parameters()):
+                buffer = member.optimizer.state.get(parameter, {}).get("momentum_buffer")
+                if buffer is not None:
+                    state[f"queue.{i}.momentum.{p_index}"] = buffer
+            state[f"queue.{i}.counts"] = torch.tensor([member.correct, member.seen])
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.queue, self.created = [], 0
+        target = int(state["queue.created"])
+        size = len({k.split(".")[1] for k in state if k.startswith("queue.") and k.endswith(".counts")})
+        self.created = target - size
+        for i in range(size):
+            self._push()
+            member = self.queue[-1]
+            prefix = f"queue.{i}.net."
+            member.net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            for p_index, parameter in enumerate(member.net.parameters()):
+                key = f"queue.{i}.momentum.{p_index}"
+                if key in state:
+                    member.optimizer.state[parameter]["momentum_buffer"] = state[key].clone()
+            member.correct, member.seen = (int(v) for v in state[f"queue.{i}.counts"])

@@ -1,0 +1,238 @@
+"""The standard DC/DM evaluation protocol: train fresh networks on a (synthetic) set, test on real data.
+
+Defaults follow ``evaluate_synset`` of VICO-UoE/DatasetCondensation: SGD (momentum 0.9, weight decay 5e-4),
+lr 0.01 multiplied by 0.1 with the optimiser re-created at epoch ``epochs // 2 + 1``, batch 256, the loop
+runs ``epochs + 1`` epochs, every batch is augmented with non-siamese DSA, and the reported accuracy is the
+final epoch's on the full test split (not the best epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from distillset.augment import DSA
+from distillset.data.base import DatasetInfo, ImageSet
+from distillset.nets import get_network
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass
+class EvalConfig:
+    """Hyperparameters of one evaluation (defaults = the paper protocol)."""
+
+    model: str = "convnet3"
+    epochs: int = 1000
+    num_models: int = 5
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    dsa: bool = True
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    test_batch_size: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.num_models < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"epochs must be >= 0, num_models >= 1 and batch_size >= 1 "
+                f"(got {self.epochs}, {self.num_models}, {self.batch_size})"
+            )
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+
+@dataclass
+class ModelResult:
+    accuracy: float  # percent, final epoch
+    per_class: list[float]
+    train_seconds: float
+
+
+@dataclass
+class EvalResult:
+    """Accuracies (percent) of ``num_models`` fresh networks, final epoch."""
+
+    config: dict[str, Any]
+    models: list[ModelResult] = field(default_factory=list)
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [m.accuracy for m in self.models]
+
+    @property
+    def mean(self) -> float:
+        return float(torch.tensor(self.accuracies, dtype=torch.float64).mean())
+
+    @property
+    def std(self) -> float:
+        """Population std over models, as ``np.std`` in the reference code."""
+        acc = torch.tensor(self.accuracies, dtype=torch.float64)
+        return float(acc.std(unbiased=False)) if len(acc) > 1 else 0.0
+
+    @property
+    def per_class(self) -> list[float]:
+        return torch.tensor([m.per_class for m in self.models], dtype=torch.float64).mean(0).tolist()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "accuracy_reported": "final_epoch",
+            "mean": self.mean,
+            "std": self.std,
+            "n": len(self.models),
+            "accuracies": self.accuracies,
+            "per_class": self.per_class,
+            "train_seconds": [m.train_seconds for m in self.models],
+        }
+
+
+def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
+    """Cross-entropy against target distributions (soft labels)."""
+    return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def train_classifier(
+    net: nn.Module,
+    train: ImageSet,
+    config: EvalConfig,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    extra_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    progress: bool = False,
+) -> nn.Module:
+    """Train ``net`` on ``train`` with the protocol's optimiser, schedule and DSA.
+
+    ``extra_loss(net, augmented_images, batch_indices)`` may add a term (used by ELF).
+    """
+    images = train.images.to(device)
+    targets = (train.soft_labels if train.soft_labels is not None else train.labels).to(device)
+    if config.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
+    dsa = DSA(config.dsa_strategy) if config.dsa else None
+    decay_epoch = config.epochs // 2 + 1
+    lr = config.lr
+
+    def make_optimizer() -> torch.optim.Optimizer:
+        return torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+    optimizer = make_optimizer()
+    net.train()
+    n = images.shape[0]
+    epochs = range(config.epochs + 1)
+    for epoch in tqdm(epochs, desc=f"train {config.model}", leave=False, disable=not progress):
+        if epoch == decay_epoch:
+            lr *= 0.1
+            optimizer = make_optimizer()
+        order = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            x = images[idx]
+            if dsa is not None:
+                x = dsa(x, generator=generator, siamese=False)
+            with _autocast(device, config.precision):
+                logits = net(x)
+            logits = logits.float()
+            y = targets[idx]
+            loss = soft_cross_entropy(logits, y) if y.is_floating_point() else F.cross_entropy(logits, y)
+            if extra_loss is not None:
+                loss = loss + extra_loss(net, x, idx)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch}; the synthetic set may contain "
+                    "NaN/Inf pixels or the learning rate is too high"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return net
+
+
+@torch.inference_mode()
+def test_accuracy(
+    net: nn.Module, test: ImageSet, num_classes: int, *, device: torch.device, config: EvalConfig
+) -> tuple[float, list[float]]:
+    """Top-1 accuracy (percent) and per-class accuracy on ``test``."""
+    net.eval()
+    correct = torch.zeros(num_classes, dtype=torch.float64)
+    total = torch.bincount(test.labels, minlength=num_classes).double()
+    for start in range(0, len(test), config.test_batch_size):
+        x = test.images[start : start + config.test_batch_size].to(device)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, config.precision):
+            pred = net(x).argmax(dim=1).cpu()
+        y = test.labels[start : start + config.test_batch_size]
+        correct += torch.bincount(y[pred == y], minlength=num_classes).double()
+    accuracy = 100.0 * float(correct.sum() / total.sum())
+    per_class = (100.0 * correct / total.clamp_min(1)).tolist()
+    return accuracy, per_class
+
+
+def evaluate_synthetic(
+    synthetic: ImageSet,
+    test: ImageSet,
+    info: DatasetInfo,
+    config: EvalConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    on_model_done: Callable[[int, ModelResult], None] | None = None,
+) -> EvalResult:
+    """Train ``config.num_models`` fresh networks on ``synthetic`` and test each on ``test``."""
+    config = config or EvalConfig()
+    device = torch.device(device)
+    _check_compatible(synthetic, info)
+    result = EvalResult(config=asdict(config))
+    for model_index in range(config.num_models):
+        seed = config.seed * 1000 + model_index
+        generator = torch.Generator().manual_seed(seed)
+        net = get_network(config.model, info.channels, info.num_classes, info.image_size, seed=seed).to(device)
+        start = time.perf_counter()
+        train_classifier(net, synthetic, config, generator=generator, device=device, progress=progress)
+        accuracy, per_class = test_accuracy(net, test, info.num_classes, device=device, config=config)
+        model_result = ModelResult(accuracy, per_class, time.perf_counter() - start)
+        result.models.append(model_result)
+        if on_model_done is not None:
+            on_model_done(model_index, model_result)
+    return result
+
+
+def _check_compatible(synthetic: ImageSet, info: DatasetInfo) -> None:
+    expected = (info.channels, *info.image_size)
+    if tuple(synthetic.images.shape[1:]) != expected:
+        raise ValueError(
+            f"synthetic images have shape {tuple(synthetic.images.shape[1:])} but dataset '{info.name}' "
+            f"expects {expected}; evaluate against the dataset the set was distilled from"
+        )
+    if not torch.isfinite(synthetic.images).all():
+        raise ValueError("synthetic images contain NaN or Inf values; the set is corrupt")
+    if len(synthetic) and int(synthetic.labels.max()) >= info.num_classes:
+        raise ValueError(
+            f"label {int(synthetic.labels.max())} out of range for {info.num_classes} classes of '{info.name}'"
+        )
+
+
+def format_mean_std(mean: float, std: float) -> str:
+    return f"{mean:.1f} ± {std:.1f}" if math.isfinite(mean) else "n/a"
