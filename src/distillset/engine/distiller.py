@@ -58,6 +58,7 @@ class DistillConfig:
     classes: list[int] | None = None
     seed: int = 0
     real_precision: str = "fp32"  # "fp32" | "bf16": precision of the (no-grad) real feature pass
+    compile: bool = False  # torch.compile the embedding (DM-style random networks only)
     checkpoint_every: int = 100
     log_every: int = 10
 
@@ -77,7 +78,7 @@ class DistillConfig:
 
     def identity(self) -> dict[str, Any]:
         """Settings that must agree between a checkpoint and a resumed run."""
-        keep = ("checkpoint_every", "log_every", "iterations")
+        keep = ("checkpoint_every", "log_every", "iterations", "compile")
         return {k: v for k, v in asdict(self).items() if k not in keep}
 
 
@@ -126,7 +127,7 @@ class Distiller:
         c = self.config
         if c.network_source == "queue":
             return TrainedNetworkQueue(c.model, self.info, c.seed, self.device)
-        return RandomNetworkSampler(c.model, self.info, c.seed, self.device)
+        return RandomNetworkSampler(c.model, self.info, c.seed, self.device, compile=c.compile)
 
     def _initial_images(self) -> Tensor:
         c, f = self.config, self.config.expansion_factor
@@ -177,15 +178,14 @@ class Distiller:
                 real, syn = self.dsa.apply(real, params), self.dsa.apply(syn, params)
             real_aug.append(real)
             syn_aug.append(syn)
-        net = sampled.net
         autocast = (
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
             if c.real_precision == "bf16" else contextlib.nullcontext()
         )
         with torch.no_grad(), autocast:
-            real_features = net.embed(torch.cat(real_aug)).float()
+            real_features = sampled.embed(torch.cat(real_aug)).float()
         syn_images = torch.cat(syn_aug)
-        syn_features = net.embed(syn_images)
+        syn_features = sampled.embed(syn_images)
         real_split = list(real_features.split([len(r) for r in real_aug]))
         syn_split = list(syn_features.split([len(s) for s in syn_aug]))
         return real_split, syn_split, syn_images
@@ -278,7 +278,7 @@ class Distiller:
         metadata = {
             "iteration": str(self.iteration),
             "elapsed": repr(self.elapsed),
-            "config": json.dumps(self.config.identity(), sort_keys=True),
+            "config": json.dumps(self.config.identity(), sort_keys=True, default=str),
         }
         atomic_save_tensors(self.out_dir / CHECKPOINT_FILE, self._state(), metadata=metadata)
 
@@ -291,7 +291,7 @@ class Distiller:
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
         saved = json.loads(metadata.get("config", "{}"))
-        current = json.loads(json.dumps(self.config.identity(), sort_keys=True))
+        current = json.loads(json.dumps(self.config.identity(), sort_keys=True, default=str))
         if saved != current:
             diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise CheckpointMismatchError(

@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
@@ -21,23 +22,56 @@ from distillset.nets import get_network
 class SampledNetwork:
     net: nn.Module
     train_accuracy: float  # running training accuracy on real data in percent (0 for a random net)
+    embed: Callable[[Tensor], Tensor] = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.embed is None:
+            self.embed = self.net.embed
+
+
+def reinitialize_(net: nn.Module, seed: int) -> nn.Module:
+    """Re-draw ``net``'s parameters in place exactly as ``get_network(..., seed=seed)`` would build them
+    (modules are reset in construction order from a seeded RNG; the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        for module in net.modules():
+            if module is not net and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return net
 
 
 class RandomNetworkSampler:
-    """A new randomly initialised network each iteration (seeded by the iteration number)."""
+    """A new randomly initialised network each iteration (seeded by the iteration number).
 
-    def __init__(self, model: str, info: DatasetInfo, seed: int, device: torch.device) -> None:
+    With ``compile=True`` one network is kept, re-initialised in place each iteration (the same weights a
+    fresh network would get) and its ``embed`` compiled once with ``torch.compile``.
+    """
+
+    def __init__(self, model: str, info: DatasetInfo, seed: int, device: torch.device, compile: bool = False) -> None:
         self.model, self.info, self.seed, self.device = model, info, seed, device
+        self._net: nn.Module | None = None
+        self._embed: Callable[[Tensor], Tensor] | None = None
+        self.compile = compile
+
+    def _network_seed(self, iteration: int) -> int:
+        return self.seed * 1_000_003 + iteration
 
     def sample(self, iteration: int, generator: torch.Generator) -> list[SampledNetwork]:
-        net = get_network(
-            self.model, self.info.channels, self.info.num_classes, self.info.image_size,
-            seed=self.seed * 1_000_003 + iteration,
-        ).to(self.device)
+        if self.compile:
+            if self._net is None:
+                self._net = get_network(self.model, self.info.channels, self.info.num_classes,
+                                        self.info.image_size).to(self.device)
+                self._embed = torch.compile(self._net.embed, dynamic=False)
+            net = reinitialize_(self._net, self._network_seed(iteration))
+        else:
+            net = get_network(
+                self.model, self.info.channels, self.info.num_classes, self.info.image_size,
+                seed=self._network_seed(iteration),
+            ).to(self.device)
         net.train()  # as the reference: train mode, parameters frozen
         for parameter in net.parameters():
             parameter.requires_grad_(False)
-        return [SampledNetwork(net, 0.0)]
+        return [SampledNetwork(net, 0.0, self._embed if self.compile else None)]
 
     def after_step(self, iteration: int, real: ImageSet, generator: torch.Generator) -> None:
         """Random networks are never trained."""

@@ -1,0 +1,135 @@
+"""Shared benchmark plumbing: resumable cells and the result format of shared/RESULTS.md.
+
+A benchmark is a grid of cells. Each finished cell is written to ``benchmarks/cells/<name>/<key>.json``
+(committed, so a table can be filled over several sessions); a rerun skips finished cells and rebuilds
+``benchmarks/results/<name>.json`` + ``.md`` from every cell on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+CELLS = ROOT / "cells"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """CPU model (or GPU name), core count and torch version."""
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [cpu, f"{os.cpu_count()} cores"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            parts.insert(0, torch.cuda.get_device_name(0))
+        parts.append(f"torch {torch.__version__}")
+    except ImportError:
+        pass
+    return ", ".join(parts)
+
+
+def command_line() -> str:
+    return " ".join(["python", os.path.relpath(sys.argv[0], ROOT.parent), *sys.argv[1:]])
+
+
+class Cells:
+    """Finished cells of one benchmark, one JSON file each."""
+
+    def __init__(self, name: str) -> None:
+        self.dir = CELLS / name
+
+    @staticmethod
+    def _file(key: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._+-]", "_", key) + ".json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.dir / self._file(key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        value = {**value, "key": key, "commit": git_commit(), "machine": machine(),
+                 "date": _dt.date.today().isoformat()}
+        _atomic_write_text(self.dir / self._file(key), json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+    def all(self) -> list[dict[str, Any]]:
+        if not self.dir.is_dir():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))]
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    name: str,
+    command: str,
+    rows: list[dict[str, Any]],
+    paper: list[dict[str, Any]],
+    wall_seconds: float,
+    markdown: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (format of shared/RESULTS.md) and an optional ``.md``."""
+    payload = {
+        "benchmark": name,
+        "command": command,
+        "commit": git_commit(),
+        "machine": machine(),
+        "date": _dt.date.today().isoformat(),
+        "wall_seconds": round(float(wall_seconds), 1),
+        "rows": rows,
+        "paper": paper,
+        **(extra or {}),
+    }
+    path = RESULTS / f"{name}.json"
+    _atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    if markdown is not None:
+        header = (f"# {name}\n\nCommand: `{command}`  \nCommit: `{payload['commit']}`  \n"
+                  f"Machine: {payload['machine']}  \nWall time: {payload['wall_seconds']} s\n\n")
+        _atomic_write_text(RESULTS / f"{name}.md", header + markdown)
+    return path
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and population std (``np.std``, as the reference code reports)."""
+    values = list(values)
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5

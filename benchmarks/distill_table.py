@@ -1,0 +1,79 @@
+"""Distillation accuracy tables (DM, HDD, IDM, CSDM, CFM, ...): ConvNet-3, full evaluation protocol.
+
+    python benchmarks/distill_table.py --name dm_fashion_mnist --methods random dm hdd idm idm+hdd --ipc 10 50
+Resumable at three levels: the distillation checkpoints every 100 iterations (benchmarks/work/), a finished
+set is stored under benchmarks/artifacts/, and each trained model's accuracy under benchmarks/cells/.
+``random`` is the class-balanced random real subset (the distillation's initialisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from common import command_line, markdown_table, write_results
+from table import Cell, run_table, total_seconds
+
+from distillset.coreset import select_coreset
+from distillset.engine import Distiller, config_for_method
+
+PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
+
+
+def build(cell: Cell, splits, work: Path):
+    if cell.method == "random":
+        subset = select_coreset(splits, "random", cell.ipc, seed=cell.seed)
+        return subset, {"method": "random"}
+    params = {k[6:]: v for k, v in cell.extra.items() if k.startswith("param_")}
+    config = config_for_method(cell.method, ipc=cell.ipc, iterations=cell.iterations, seed=cell.seed,
+                               objective_params=params, real_precision=cell.extra.get("real_precision", "fp32"))
+    distiller = Distiller(splits.train, splits.info, config, out_dir=work, progress=False)
+    synthetic = distiller.run(resume=True)
+    return synthetic, asdict(config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", required=True, help="result file name, e.g. dm_fashion_mnist")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--methods", nargs="+", default=["random", "dm", "hdd", "idm", "idm+hdd"])
+    parser.add_argument("--ipc", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--imbalance", type=float, nargs="*", default=[None])
+    parser.add_argument("--param", action="append", default=[], help="objective key=value for every method")
+    parser.add_argument("--models", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="evaluation training precision")
+    args = parser.parse_args()
+    extra_params = {f"param_{k}": json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    cells = []
+    for imbalance in args.imbalance:
+        for ipc in args.ipc:
+            for method in args.methods:
+                extra = dict(extra_params)
+                if imbalance is not None:
+                    extra["imbalance"] = imbalance
+                iterations = 0 if method == "random" else args.iterations
+                cells.append(Cell(args.dataset, method, ipc, iterations=iterations, extra=extra))
+    start = time.perf_counter()
+    rows = run_table(args.name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
+                     precision=args.precision)
+    rows.sort(key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"]))
+    table = [{"method": r["method"], "ipc": r["ipc"], "imbalance": r["extra"].get("imbalance", ""),
+              "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
+              "distill s": r["extra"]["build_seconds"]} for r in rows]
+    md = markdown_table(table, ["method", "ipc", "imbalance", "iterations", "accuracy", "n", "distill s"])
+    paper = json.loads(PAPER_FILE.read_text()).get(args.name, []) if PAPER_FILE.is_file() else []
+    if paper:
+        md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(
+            [{**p, "accuracy": f"{p['mean']} ± {p.get('std', '?')}"} for p in paper],
+            ["dataset", "method", "ipc", "accuracy", "source"])
+    write_results(args.name, command_line(), rows, paper, max(total_seconds(args.name), time.perf_counter() - start), md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Seconds per DM iteration: our engine vs a reference-style step, same settings.
+
+    python benchmarks/dm_speed.py --dataset fashion-mnist --ipc 10 --batch-real 256 --iterations 10
+
+Settings shared by both: ConvNet-3 width 128 (instance norm), a fresh randomly initialised network each
+iteration, DSA `color_crop_cutout_flip_scale_rotate` with one siamese draw per class, batch_real real images per
+class, IPC synthetic images per class, loss summed over classes, one SGD step (lr 1.0, momentum 0.5).
+
+* ``reference``: the structure of VICO-UoE/DatasetCondensation ``main_DM.py``: a per-class loop with one
+  forward pass for the real batch and one for the synthetic images of each class, fp32, eager, real features
+  computed with autograd enabled and then detached (as the reference does).
+* ``engine``: ``distillset.engine.Distiller.step`` with the given options (all classes in one no-grad real
+  pass, optional bf16 real pass, optional torch.compile with in-place re-initialisation).
+
+Prints one JSON line per implementation with ``sec_per_iter_median``; ``--record`` also writes
+benchmarks/results/dm_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from distillset.augment import DSA  # noqa: E402
+from distillset.data import load_dataset  # noqa: E402
+from distillset.engine import Distiller, config_for_method  # noqa: E402
+from distillset.nets import get_network  # noqa: E402
+
+REFERENCE_CPU_SECONDS = 2.9  # issue author's measurement of main_DM.py on this machine type
+REFERENCE_H100_SECONDS = 0.051
+
+
+def reference_style_step(real, info, synthetic, optimizer, ipc, batch_real, generator, dsa, iteration):
+    net = get_network("convnet3", info.channels, info.num_classes, info.image_size, seed=iteration)
+    net.train()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    loss = torch.zeros(())
+    for c in range(info.num_classes):
+        members = real.class_indices(c)
+        img_real = real.images[members[torch.randperm(len(members), generator=generator)[:batch_real]]]
+        img_syn = synthetic[c * ipc : (c + 1) * ipc]
+        params = dsa.sample(1, generator, siamese=True)
+        img_real, img_syn = dsa.apply(img_real, params), dsa.apply(img_syn, params)
+        output_real = net.embed(img_real).detach()
+        output_syn = net.embed(img_syn)
+        loss = loss + ((output_real.mean(0) - output_syn.mean(0)) ** 2).sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def time_steps(step, iterations: int, warmup: int) -> list[float]:
+    for i in range(warmup):
+        step(i)
+    times = []
+    for i in range(warmup, warmup + iterations):
+        start = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--batch-real", type=int, default=256)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--impl", nargs="+", default=["reference", "engine"], choices=["reference", "engine"])
+    parser.add_argument("--real-precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the embedding network")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/dm_speed.json")
+    args = parser.parse_args()
+
+    splits = load_dataset(args.dataset)
+    info, real = splits.info, splits.train
+    rows = []
+    for impl in args.impl:
+        generator = torch.Generator().manual_seed(0)
+        if impl == "reference":
+            synthetic = real.images[: info.num_classes * args.ipc].clone().requires_grad_(True)
+            optimizer = torch.optim.SGD([synthetic], lr=1.0, momentum=0.5)
+            dsa = DSA("color_crop_cutout_flip_scale_rotate")
+            times = time_steps(lambda i: reference_style_step(real, info, synthetic, optimizer, args.ipc,
+                                                              args.batch_real, generator, dsa, i),
+                               args.iterations, args.warmup)
+            settings = {"precision": "fp32", "compile": False}
+        else:
+            config = config_for_method("dm", ipc=args.ipc, iterations=args.iterations + args.warmup,
+                                       batch_real=args.batch_real, real_precision=args.real_precision,
+                                       compile=args.compile)
+            distiller = Distiller(real, info, config, device=args.device)
+            times = time_steps(lambda i: distiller.step(), args.iterations, args.warmup)
+            settings = {"real_precision": args.real_precision, "compile": args.compile}
+        median = statistics.median(times)
+        line = {"impl": impl, "sec_per_iter_median": round(median, 4), "iterations": args.iterations,
+                "dataset": args.dataset, "ipc": args.ipc, "batch_real": args.batch_real,
+                "threads": torch.get_num_threads(), **settings}
+        print(json.dumps(line), flush=True)
+        rows.append(line)
+    if args.record:
+        from common import markdown_table, write_results
+
+        result_rows = [{"dataset": r["dataset"], "method": "dm", "ipc": r["ipc"], "model": "convnet3",
+                        "metric": "sec_per_iter", "mean": r["sec_per_iter_median"], "std": 0.0, "n": r["iterations"],
+                        "iterations": r["iterations"], "epochs": 0,
+                        "extra": {k: v for k, v in r.items() if k not in ("dataset", "ipc", "iterations")}}
+                       for r in rows]
+        paper = [{"dataset": args.dataset, "method": "dm", "ipc": args.ipc, "metric": "sec_per_iter",
+                  "mean": REFERENCE_CPU_SECONDS, "std": 0.0,
+                  "source": "reference main_DM.py step on this 2-core CPU type, measured by the issue author"},
+                 {"dataset": args.dataset, "method": "dm", "ipc": args.ipc, "metric": "sec_per_iter",
+                  "mean": REFERENCE_H100_SECONDS, "std": 0.0,
+                  "source": "reference main_DM.py step on an H100, measured by the issue author"}]
+        md = markdown_table([{"impl": r["impl"], "s/iter (median)": r["sec_per_iter_median"],
+                              "settings": json.dumps({k: r[k] for k in r if k in ("precision", "real_precision",
+                                                                                   "compile", "threads")})}
+                             for r in rows], ["impl", "s/iter (median)", "settings"])
+        write_results("dm_speed", " ".join(["python", "benchmarks/dm_speed.py", *sys.argv[1:]]), result_rows, paper,
+                      sum(r["sec_per_iter_median"] * (args.iterations + args.warmup) for r in rows), md)
+
+
+if __name__ == "__main__":
+    main()

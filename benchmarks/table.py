@@ -1,0 +1,111 @@
+"""Resumable accuracy tables: each cell builds a set (coreset or distilled), then N models are trained
+on it with the standard protocol. Finished sets, per-model accuracies and cells are kept, so a run that
+stops is continued by running the same command again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common import ROOT, Cells, mean_std
+from distillset.artifacts import load_run, save_run
+from distillset.data import load_dataset
+from distillset.data.base import DatasetSplits, ImageSet
+from distillset.evaluate import EvalConfig, evaluate_synthetic
+
+ARTIFACTS = ROOT / "artifacts"
+WORK = ROOT / "work"
+
+
+@dataclass
+class Cell:
+    dataset: str
+    method: str
+    ipc: int
+    model: str = "convnet3"
+    iterations: int = 0
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        tags = "".join(f"-{k}{v}" for k, v in sorted(self.extra.items()))
+        return f"{self.dataset}-{self.method}-ipc{self.ipc}-it{self.iterations}-s{self.seed}{tags}"
+
+
+SetBuilder = Callable[[Cell, DatasetSplits, Path], tuple[ImageSet, dict[str, Any]]]
+
+
+def run_table(
+    name: str,
+    cells: list[Cell],
+    build: SetBuilder,
+    *,
+    num_models: int,
+    epochs: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    data_root: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Run every unfinished cell; returns all finished cells' rows (RESULTS.md format)."""
+    done = Cells(name)
+    models = Cells(f"{name}/models")
+    splits_cache: dict[tuple[str, Any], DatasetSplits] = {}
+    for cell in cells:
+        if done.get(cell.key) is not None:
+            print(f"[{name}] {cell.key}: done, skipped", flush=True)
+            continue
+        imbalance = cell.extra.get("imbalance")
+        cache_key = (cell.dataset, imbalance)
+        if cache_key not in splits_cache:
+            splits_cache[cache_key] = load_dataset(cell.dataset, data_root, imbalance=imbalance, seed=cell.seed)
+        splits = splits_cache[cache_key]
+        artifact = ARTIFACTS / name / cell.key
+        if (artifact / "manifest.json").is_file():
+            synthetic, manifest = load_run(artifact)
+            build_seconds = manifest["wall_seconds"]
+        else:
+            start = time.perf_counter()
+            synthetic, config = build(cell, splits, WORK / name / cell.key)
+            build_seconds = time.perf_counter() - start
+            save_run(artifact, synthetic, method=cell.method, dataset=cell.dataset, ipc=cell.ipc, seed=cell.seed,
+                     config=config, wall_seconds=build_seconds, extra={"cell": cell.key})
+        print(f"[{name}] {cell.key}: set ready ({len(synthetic)} images, {build_seconds:.0f} s)", flush=True)
+        accuracies, per_class, train_seconds = [], [], []
+        for index in range(num_models):
+            model_key = f"{cell.key}-{cell.model}-e{epochs}-m{index}"
+            record = models.get(model_key)
+            if record is None:
+                config = EvalConfig(model=cell.model, epochs=epochs, num_models=1, seed=cell.seed * 100 + index,
+                                    precision=precision)
+                result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=device)
+                record = {"accuracy": result.mean, "per_class": result.per_class,
+                          "train_seconds": result.models[0].train_seconds}
+                models.put(model_key, record)
+                print(f"[{name}] {model_key}: {record['accuracy']:.2f}% ({record['train_seconds']:.0f} s)", flush=True)
+            accuracies.append(record["accuracy"])
+            per_class.append(record["per_class"])
+            train_seconds.append(record["train_seconds"])
+        mean, std = mean_std(accuracies)
+        per_class_mean = torch.tensor(per_class).mean(0).tolist()
+        done.put(cell.key, {
+            "row": {
+                "dataset": cell.dataset, "method": cell.method, "ipc": cell.ipc, "model": cell.model,
+                "metric": "test_accuracy", "mean": round(mean, 2), "std": round(std, 2), "n": num_models,
+                "iterations": cell.iterations, "epochs": epochs,
+                "extra": {**cell.extra, "seed": cell.seed, "accuracies": [round(a, 2) for a in accuracies],
+                          "per_class": [round(a, 2) for a in per_class_mean], "accuracy_reported": "final_epoch",
+                          "build_seconds": round(build_seconds, 1), "eval_seconds": round(sum(train_seconds), 1)},
+            },
+            "seconds": build_seconds + sum(train_seconds),
+        })
+    return [c["row"] for c in done.all() if "row" in c]
+
+
+def total_seconds(name: str) -> float:
+    return sum(c.get("seconds", 0.0) for c in Cells(name).all())

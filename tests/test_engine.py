@@ -1,0 +1,162 @@
+import pytest
+import torch
+
+from distillset.data.base import DatasetInfo, ImageSet
+from distillset.engine import CheckpointMismatchError, DistillConfig, Distiller, config_for_method
+from distillset.engine.methods import method_names, resolve_method
+from distillset.engine.synthetic import expand, expanded_labels, pack
+from distillset.objectives import OBJECTIVES, MatchingObjective
+from distillset.registry import UnknownNameError
+
+INFO = DatasetInfo("tiny", 1, (8, 8), 3, (0.0,), (1.0,))
+
+
+@pytest.fixture(scope="module")
+def real() -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(40)
+    patterns = torch.randn(3, 1, 8, 8, generator=g) * 2  # a spatial pattern per class (instance norm keeps it)
+    images = torch.randn(120, 1, 8, 8, generator=g) * 0.5 + patterns[labels]
+    return ImageSet(images, labels)
+
+
+def _config(**kw) -> DistillConfig:
+    base = dict(ipc=2, iterations=4, batch_real=16, model="convnet3", checkpoint_every=2, log_every=1)
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def _held_out_dm_distance(real: ImageSet, synthetic: ImageSet) -> float:
+    """DM's loss averaged over 5 fixed random networks that distillation never saw."""
+    from distillset.nets import get_network
+
+    total = 0.0
+    with torch.no_grad():
+        for seed in range(5):
+            net = get_network("convnet3", 1, 3, (8, 8), seed=10_000 + seed)
+            for c in range(3):
+                diff = net.embed(real.images[real.labels == c]).mean(0) - net.embed(synthetic.images[synthetic.labels == c]).mean(0)
+                total += float(diff.pow(2).sum())
+    return total
+
+
+def test_dm_reduces_the_distribution_gap_on_held_out_networks(real):
+    distiller = Distiller(real, INFO, _config(iterations=80, dsa_strategy="none", init="noise", lr_img=10.0))
+    before = _held_out_dm_distance(real, distiller.synthetic_set())
+    after = _held_out_dm_distance(real, distiller.run())
+    assert after < 0.85 * before
+
+
+@pytest.mark.parametrize("method", ["dm", "idm"])
+def test_resume_is_bit_for_bit(real, tmp_path, method):
+    overrides = dict(ipc=1, iterations=4, batch_real=16, checkpoint_every=2, log_every=1)
+    straight = Distiller(real, INFO, config_for_method(method, **overrides), out_dir=tmp_path / "a")
+    expected = straight.run().images
+
+    first = Distiller(real, INFO, config_for_method(method, **{**overrides, "iterations": 2}), out_dir=tmp_path / "b")
+    first.run()
+    resumed = Distiller(real, INFO, config_for_method(method, **overrides), out_dir=tmp_path / "b")
+    assert resumed.load_checkpoint() and resumed.iteration == 2
+    result = resumed.run(resume=True).images
+    assert torch.equal(result, expected)
+
+
+def test_checkpoint_with_other_settings_is_refused(real, tmp_path):
+    Distiller(real, INFO, _config(iterations=2), out_dir=tmp_path).run()
+    with pytest.raises(CheckpointMismatchError, match="ipc"):
+        Distiller(real, INFO, _config(iterations=4, ipc=3), out_dir=tmp_path).run(resume=True)
+
+
+class _Exploding(MatchingObjective):
+    def __init__(self, at: int = 3, error: type[BaseException] | None = None) -> None:
+        self.at, self.error = at, error
+
+    def class_loss(self, real, synthetic, class_index, context):
+        loss = (real.mean(0) - synthetic.mean(0)).pow(2).sum()
+        if context.iteration >= self.at:
+            if self.error is not None:
+                raise self.error()
+            return loss * float("nan")
+        return loss
+
+
+@pytest.fixture
+def exploding():
+    OBJECTIVES._entries["test-exploding"] = _Exploding
+    yield "test-exploding"
+    del OBJECTIVES._entries["test-exploding"]
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(real, tmp_path, exploding):
+    distiller = Distiller(real, INFO, _config(objective=exploding, iterations=6), out_dir=tmp_path)
+    with pytest.raises(FloatingPointError, match="loss is nan at iteration 3.*last good checkpoint"):
+        distiller.run()
+    again = Distiller(real, INFO, _config(objective=exploding, iterations=6), out_dir=tmp_path)
+    assert again.load_checkpoint() and again.iteration == 2
+    assert torch.isfinite(again.stored).all()
+
+
+def test_ctrl_c_saves_a_checkpoint(real, tmp_path, exploding):
+    config = _config(objective=exploding, objective_params={"error": KeyboardInterrupt}, iterations=6,
+                     checkpoint_every=0)
+    distiller = Distiller(real, INFO, config, out_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        distiller.run()
+    again = Distiller(real, INFO, config, out_dir=tmp_path)
+    assert again.load_checkpoint() and again.iteration == 3
+
+
+def test_class_shard_distils_only_its_classes(real):
+    distiller = Distiller(real, INFO, _config(classes=[2, 0], iterations=1))
+    distiller.run()
+    assert distiller.synthetic_set().labels.tolist() == [2, 2, 0, 0]
+    with pytest.raises(ValueError, match="out of range"):
+        Distiller(real, INFO, _config(classes=[5]))
+
+
+def test_ipc_one_works_with_dsa(real):
+    synthetic = Distiller(real, INFO, _config(ipc=1, iterations=3)).run()
+    assert synthetic.images.shape == (3, 1, 8, 8) and torch.isfinite(synthetic.images).all()
+
+
+def test_expand_and_pack_layout():
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 8, 8).contiguous()
+    stored = pack(images, 2)
+    assert stored.shape == (1, 1, 8, 8)
+    assert stored[0, 0, 0, 0] == 0 and stored[0, 0, 0, 7] == 1 and stored[0, 0, 7, 0] == 2 and stored[0, 0, 7, 7] == 3
+    assert torch.allclose(expand(stored, 2), images)
+    assert expanded_labels(torch.tensor([5, 6]), 2).tolist() == [5, 5, 5, 5, 6, 6, 6, 6]
+    with pytest.raises(ValueError, match="divisible"):
+        expand(torch.zeros(1, 1, 7, 7), 2)
+
+
+def test_idm_preset_expands_and_uses_queue(real):
+    distiller = Distiller(real, INFO, config_for_method("idm", ipc=1, iterations=2, batch_real=16))
+    synthetic = distiller.run()
+    assert synthetic.images.shape == (12, 1, 8, 8)  # 3 classes x 1 stored image x 4
+    assert len(distiller.sampler.queue) == 3
+    assert all(member.seen > 0 for member in distiller.sampler.queue) or distiller.sampler.train_nets < 3
+
+
+def test_method_presets():
+    assert resolve_method("dm")["objective"] == "dm"
+    idm_hdd = resolve_method("idm+hdd")
+    assert idm_hdd["objective"] == "hdd" and idm_hdd["network_source"] == "queue"
+    assert idm_hdd["objective_params"] == {"curvature_k": 2.4, "weight": 100.0}
+    assert resolve_method("hdd")["objective_params"] == {"curvature_k": 1.0, "weight": 20.0}
+    assert {"dm", "hdd", "idm", "idm+hdd"} <= set(method_names())
+    with pytest.raises(UnknownNameError, match="choose one of"):
+        resolve_method("nope")
+    with pytest.raises(UnknownNameError):
+        resolve_method("dm+hdd")
+
+
+def test_in_place_reinitialisation_equals_a_fresh_network():
+    from distillset.engine.networks import reinitialize_
+    from distillset.nets import get_network
+
+    net = get_network("convnet3", 1, 10, (28, 28), seed=1)
+    reinitialize_(net, 42)
+    fresh = get_network("convnet3", 1, 10, (28, 28), seed=42)
+    for (name, a), (_, b) in zip(net.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
