@@ -1,0 +1,83 @@
+"""The command line end to end on the embedded digits dataset."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from distillset.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+@pytest.fixture(scope="module")
+def dm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "dm"
+    result = invoke("distill", "--method", "dm", "--dataset", "digits", "--ipc", "2", "--iterations", "6",
+                    "--checkpoint-every", "3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_datasets_and_methods_list():
+    result = invoke("datasets")
+    assert result.exit_code == 0 and "digits" in result.output and "fashion-mnist" in result.output
+    result = invoke("methods")
+    assert result.exit_code == 0
+    for name in ("dm", "hdd", "idm", "idm+hdd", "herding", "kcenter"):
+        assert name in result.output
+
+
+def test_distill_writes_a_verified_run_and_log(dm_run):
+    manifest = json.loads((dm_run / "manifest.json").read_text())
+    assert manifest["method"] == "dm" and manifest["ipc"] == 2 and manifest["num_images"] == 20
+    assert (dm_run / "checkpoint.safetensors").is_file()
+    log = [json.loads(line) for line in (dm_run / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["iteration"] == 6 and all("loss" in r for r in log)
+
+
+def test_resume_after_finish_is_a_no_op_and_other_settings_are_refused(dm_run):
+    result = invoke("distill", "--method", "dm", "--dataset", "digits", "--ipc", "2", "--iterations", "6",
+                    "--out", str(dm_run), "--resume")
+    assert result.exit_code == 0, result.output
+    result = invoke("distill", "--method", "dm", "--dataset", "digits", "--ipc", "3", "--iterations", "6",
+                    "--out", str(dm_run), "--resume")
+    assert result.exit_code == 2 and "different settings" in result.output
+
+
+def test_evaluate_and_inspect(dm_run):
+    result = invoke("evaluate", str(dm_run), "--model", "convnet3", "--models", "2", "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((dm_run / "evaluation.json").read_text())
+    (entry,) = evaluation.values()
+    assert entry["n"] == 2 and len(entry["per_class"]) == 10 and entry["accuracy_reported"] == "final_epoch"
+    result = invoke("inspect", str(dm_run))
+    assert result.exit_code == 0 and (dm_run / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_coreset_command(tmp_path):
+    out = tmp_path / "herding"
+    result = invoke("coreset", "--method", "herding", "--dataset", "digits", "--ipc", "3", "--out", str(out),
+                    "--feature-epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["num_images"] == 30
+
+
+def test_clear_errors(tmp_path, dm_run):
+    result = invoke("distill", "--method", "nope", "--dataset", "digits", "--out", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "unknown method 'nope'" in result.output and "idm+hdd" in result.output
+    result = invoke("distill", "--dataset", "no-such-set", "--out", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "choose one of" in result.output
+    result = invoke("evaluate", str(tmp_path))
+    assert result.exit_code == 2 and "not a distillset run directory" in result.output
+    tensors = dm_run / "synthetic.safetensors"
+    data = bytearray(tensors.read_bytes())
+    data[-2] ^= 0x01
+    tensors.write_bytes(bytes(data))
+    result = invoke("evaluate", str(dm_run), "--epochs", "1")
+    assert result.exit_code == 2 and "sha256 mismatch" in result.output
