@@ -19,6 +19,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from distillset.runtime import keep_large_allocations
+
+keep_large_allocations()
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 CELLS = ROOT / "cells"

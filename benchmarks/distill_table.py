@@ -18,6 +18,7 @@ from common import command_line, markdown_table, write_results
 from table import Cell, run_table, total_seconds
 
 from distillset.coreset import select_coreset
+from distillset.coreset.prune import prune_pool
 from distillset.engine import Distiller, config_for_method
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
@@ -28,9 +29,12 @@ def build(cell: Cell, splits, work: Path):
         subset = select_coreset(splits, "random", cell.ipc, seed=cell.seed)
         return subset, {"method": "random"}
     params = {k[6:]: v for k, v in cell.extra.items() if k.startswith("param_")}
+    real = splits.train
+    if "keep" in cell.extra:
+        real, _ = prune_pool(real, splits.info, cell.extra["keep"], cell.extra["prune"], num_nets=1, seed=cell.seed)
     config = config_for_method(cell.method, ipc=cell.ipc, iterations=cell.iterations, seed=cell.seed,
                                objective_params=params, real_precision=cell.extra.get("real_precision", "fp32"))
-    distiller = Distiller(splits.train, splits.info, config, out_dir=work, progress=False)
+    distiller = Distiller(real, splits.info, config, out_dir=work, progress=False)
     synthetic = distiller.run(resume=True)
     return synthetic, asdict(config)
 
@@ -44,6 +48,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--imbalance", type=float, nargs="*", default=[None])
     parser.add_argument("--param", action="append", default=[], help="objective key=value for every method")
+    parser.add_argument("--prune", nargs="*", default=[], choices=["hyperbolic", "random"],
+                        help="also distil from the real pool pruned by these rules (keeping --keep of each class)")
+    parser.add_argument("--keep", type=float, default=0.2, help="fraction of the real pool kept when pruning")
     parser.add_argument("--models", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
@@ -59,14 +66,18 @@ def main() -> None:
                     extra["imbalance"] = imbalance
                 iterations = 0 if method == "random" else args.iterations
                 cells.append(Cell(args.dataset, method, ipc, iterations=iterations, extra=extra))
+                if method != "random":
+                    cells += [Cell(args.dataset, method, ipc, iterations=iterations,
+                                   extra={**extra, "prune": rule, "keep": args.keep}) for rule in args.prune]
     start = time.perf_counter()
     rows = run_table(args.name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
                      precision=args.precision)
     rows.sort(key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"]))
     table = [{"method": r["method"], "ipc": r["ipc"], "imbalance": r["extra"].get("imbalance", ""),
+              "real pool": f"{r['extra']['prune']} {r['extra']['keep']:.0%}" if "prune" in r["extra"] else "full",
               "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
               "distill s": r["extra"]["build_seconds"]} for r in rows]
-    md = markdown_table(table, ["method", "ipc", "imbalance", "iterations", "accuracy", "n", "distill s"])
+    md = markdown_table(table, ["method", "ipc", "imbalance", "real pool", "iterations", "accuracy", "n", "distill s"])
     paper = json.loads(PAPER_FILE.read_text()).get(args.name, []) if PAPER_FILE.is_file() else []
     if paper:
         md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import markdown_table, write_results  # noqa: E402  (also applies distillset.runtime settings)
 from distillset.augment import DSA  # noqa: E402
 from distillset.data import load_dataset  # noqa: E402
 from distillset.engine import Distiller, config_for_method  # noqa: E402
@@ -110,8 +111,6 @@ def main() -> None:
         print(json.dumps(line), flush=True)
         rows.append(line)
     if args.record:
-        from common import markdown_table, write_results
-
         result_rows = [{"dataset": r["dataset"], "method": "dm", "ipc": r["ipc"], "model": "convnet3",
                         "metric": "sec_per_iter", "mean": r["sec_per_iter_median"], "std": 0.0, "n": r["iterations"],
                         "iterations": r["iterations"], "epochs": 0,

@@ -192,6 +192,6 @@ def test_rotation_by_minus_15_degrees_tilts_a_line_by_tan_15() -> None:
     x = torch.zeros(1, 1, 33, 33)
     x[0, 0, 16, :] = 1.0  # a horizontal line through the centre
     out = only("rotate", [[0.0]], DSA(), x)[0, 0]  # u = 0 -> angle -15 degrees
-    # Output (col, row) samples the input at rotated coordinates, so the line becomes row - 16 = tan(15 deg) * (col - 16):
-    # 12 columns right of centre it sits 3.2 rows lower.
+    # Output (col, row) samples the input at rotated coordinates, so the line becomes
+    # row - 16 = tan(15 deg) * (col - 16): 12 columns right of centre it sits 3.2 rows lower.
     assert int(out[:, 28].argmax()) == 19 and int(out[:, 4].argmax()) == 13

@@ -85,7 +85,11 @@ def test_norm_options_pick_the_right_layers() -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"norm": "bogus"}, "unknown norm 'bogus'"), ({"pooling": "x"}, "unknown pooling"), ({"activation": "x"}, "unknown activation")],
+    [
+        ({"norm": "bogus"}, "unknown norm 'bogus'; choose one of: instancenorm, batchnorm"),
+        ({"pooling": "x"}, "unknown pooling 'x'; choose one of: avgpool"),
+        ({"activation": "x"}, "unknown activation 'x'; choose one of: relu"),
+    ],
 )
 def test_bad_convnet_options_name_the_choices(options: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -233,3 +237,33 @@ def test_instance_norm_under_bf16_autocast_keeps_fp32_accuracy(layout: torch.mem
 def test_instance_norm_rejects_wrong_channel_count() -> None:
     with pytest.raises(ValueError, match=r"expects \(N, 4, H, W\)"):
         InstanceNorm2d(4)(torch.randn(1, 3, 2, 2))
+
+
+def test_traced_instance_norm_takes_the_decomposed_path_and_stays_exact() -> None:
+    torch.manual_seed(3)
+    reference = _random_group_norm(6)
+    fast = InstanceNorm2d(6)
+    fast.load_state_dict(reference.state_dict())
+    graphs: list[torch.fx.GraphModule] = []
+
+    def record(graph: torch.fx.GraphModule, example_inputs: list[Tensor]) -> torch.fx.GraphModule:
+        graphs.append(graph)
+        return graph
+
+    x = torch.randn(2, 6, 5, 5) * 2 + 3
+    torch._dynamo.reset()
+    out = torch.compile(fast, backend=record, fullgraph=True)(x)
+    torch.testing.assert_close(out, reference(x), atol=1e-5, rtol=0)
+    called = {str(node.target) for node in graphs[0].graph.nodes}
+    assert not any("group_norm" in target for target in called) and any("rsqrt" in target for target in called)
+
+
+@pytest.mark.parametrize("name", ["convnet", "convnet3-bn", "resnet18", "resnetap10", "mlp"])
+def test_reset_parameters_under_the_same_seed_rebuilds_the_seeded_network(name: str) -> None:
+    expected = get_network(name, 3, 10, 32, seed=11).state_dict()
+    net = get_network(name, 3, 10, 32, seed=12)
+    net(torch.randn(4, 3, 32, 32))  # moves BatchNorm running statistics
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(11)
+        net.reset_parameters()
+    assert all(torch.equal(value, expected[key]) for key, value in net.state_dict().items())

@@ -155,7 +155,7 @@ class DSA:
                     "draw them with sample(len(x), siamese=False) or use siamese=True params"
                 )
             x = getattr(self, f"_{op}")(x, u)
-        return x.contiguous()
+        return x
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None, *, siamese: bool = False) -> Tensor:
         """Sample and apply in one go (per-image values by default, as in evaluation training)."""
@@ -182,15 +182,15 @@ class DSA:
 
         t_row, t_col uniform in [-s, s], s = int(side * crop_ratio + 0.5) (4 at 32 px).
         """
-        n, channels, height, width = x.shape
+        batch, channels, height, width = x.shape
         pad_h, pad_w = int(height * self.crop_ratio + 0.5), int(width * self.crop_ratio + 0.5)
         shift_row = _uniform_int(u[:, 0], -pad_h, pad_h).view(-1, 1, 1)
         shift_col = _uniform_int(u[:, 1], -pad_w, pad_w).view(-1, 1, 1)
         rows = torch.arange(height, device=x.device).view(1, -1, 1) + shift_row + pad_h
         cols = torch.arange(width, device=x.device).view(1, 1, -1) + shift_col + pad_w
-        index = (rows * (width + 2 * pad_w) + cols).view(-1, 1, height * width).expand(n, channels, -1)
+        index = (rows * (width + 2 * pad_w) + cols).view(-1, 1, height * width).expand(batch, channels, -1)
         padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h)).flatten(2)
-        return padded.gather(2, index).view(n, channels, height, width)
+        return padded.gather(2, index).view(batch, channels, height, width)
 
     def _cutout(self, x: Tensor, u: Tensor) -> Tensor:
         """Zero a square of side int(side * ratio + 0.5) centred at a uniform position, clipped at the borders."""

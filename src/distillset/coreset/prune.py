@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from distillset.data.base import DatasetInfo, ImageSet
 from distillset.geometry.lorentz import (
     check_curvature,
     check_max_norm,
@@ -171,3 +172,35 @@ def _check_keep_ratio(keep_ratio: float) -> None:
 def _check_labels(labels: Tensor) -> None:
     if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype} shape {tuple(labels.shape)}")
+
+
+PRUNE_RULES = ("hyperbolic", "random")
+
+
+def prune_pool(
+    train: ImageSet,
+    info: DatasetInfo,
+    keep_ratio: float,
+    rule: str = "hyperbolic",
+    *,
+    model: str = "convnet3",
+    num_nets: int = 3,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[ImageSet, dict[str, object]]:
+    """The real pool that distillation matches against, pruned to ``keep_ratio`` per class by ``rule``
+    (``hyperbolic``: :func:`hyperbolic_prune` with random ``model`` networks; ``random``: :func:`random_prune`).
+    Returns the kept subset and a record of what was done (for manifests)."""
+    if rule == "random":
+        keep = random_prune(train.labels, keep_ratio, seed=seed)
+    elif rule == "hyperbolic":
+        from distillset.nets import get_network
+
+        def factory() -> nn.Module:
+            return get_network(model, info.channels, info.num_classes, info.image_size).to(device)
+
+        keep = hyperbolic_prune(train.images, train.labels, keep_ratio, feature_net_factory=factory,
+                                num_nets=num_nets, seed=seed)
+    else:
+        raise ValueError(f"unknown pruning rule {rule!r}; choose one of: {', '.join(PRUNE_RULES)}")
+    return train.subset(keep), {"rule": rule, "keep_ratio": keep_ratio, "kept": int(len(keep)), "num_nets": num_nets}

@@ -31,12 +31,10 @@ class SampledNetwork:
 
 def reinitialize_(net: nn.Module, seed: int) -> nn.Module:
     """Re-draw ``net``'s parameters in place exactly as ``get_network(..., seed=seed)`` would build them
-    (modules are reset in construction order from a seeded RNG; the global RNG is left untouched)."""
+    (``StagedNetwork.reset_parameters`` under a seeded RNG; the global RNG is left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        for module in net.modules():
-            if module is not net and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        net.reset_parameters()
     return net
 
 

@@ -59,3 +59,14 @@ class StagedNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.embed(x))
+
+    def reset_parameters(self) -> None:
+        """Re-draw every parameter (and buffer) as construction did, consuming the RNG in the same order.
+
+        Inside ``fork_rng`` with the CPU generator seeded as :func:`~distillset.nets.get_network`
+        seeds it, this reproduces ``get_network(..., seed=seed)`` in place (e.g. to reuse a
+        compiled network with fresh weights).
+        """
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()

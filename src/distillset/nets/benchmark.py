@@ -1,9 +1,10 @@
 """Speed of ConvNet-3 (width 128) on 1x28x28 inputs across norm implementations and settings.
 
-Run ``OMP_NUM_THREADS=1 nice -n 10 python -m distillset.nets.benchmark`` (add ``--no-compile``
-to skip torch.compile, ``--mmap-threshold 1073741824`` to keep large tensors on glibc's heap). Prints one markdown row per setting: best-of-n milliseconds for a
-no-grad forward of 256 images and a training step (forward, cross-entropy, backward to the
-weights) on 100 images. The table in docs/networks.md comes from this script.
+Run ``OMP_NUM_THREADS=1 nice -n 10 python -m distillset.nets.benchmark`` (``--no-compile`` skips
+torch.compile; ``--mmap-threshold 1073741824`` keeps large tensors on glibc's heap). Prints one
+markdown row per setting: best-of-n CPU milliseconds of this process (so other load on the
+machine matters less) for a no-grad forward of 256 images and for a training step (forward,
+cross-entropy, backward to the weights) on 100 images. docs/networks.md shows its output.
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ def build_convnet(norm_variant: str) -> ConvNet:
 
 
 def best_ms(step: Callable[[], object], repeats: int) -> float:
+    """Best-of-``repeats`` CPU time of this process (user + system), robust to other load on the machine."""
     step()  # warm-up (and compilation)
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         step()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best * 1e3
 
 
@@ -89,7 +91,7 @@ def measure(norm_variant: str, bf16: bool, channels_last: bool, compiled: bool, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--norms", nargs="+", default=list(NORM_VARIANTS), choices=list(NORM_VARIANTS))
     parser.add_argument(
@@ -104,7 +106,8 @@ def main() -> None:
         m_mmap_threshold = -3
         if ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, ctypes.c_int(args.mmap_threshold)) != 1:
             raise SystemExit(f"mallopt(M_MMAP_THRESHOLD, {args.mmap_threshold}) was refused")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, mmap threshold {args.mmap_threshold or 'default'}")
+    threshold = args.mmap_threshold or "default"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, mmap threshold {threshold}")
     print("| norm | dtype | layout | mode | fwd 256 (ms) | train step 100 (ms) |")
     print("|---|---|---|---|---:|---:|")
     modes = (False,) if args.no_compile else (False, True)

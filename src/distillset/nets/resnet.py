@@ -62,10 +62,16 @@ class BasicBlock(nn.Module):
 class ResNet(StagedNetwork):
     """Stem -> 4 stages of BasicBlocks (widths w, 2w, 4w, 8w) -> global average pool -> linear.
 
+    ``fan_out_conv_init``: IDC's conv init (ResNetAP) on top of PyTorch's default.
     Stages for :meth:`features` are the stem followed by every block in order, so ELF's
     ResNet-18 split "stem + layer1..3 + first block of layer4" is ``features(x, 7)``.
     State-dict keys: ``stem.*``, ``layer{1..4}.{j}.*``, ``classifier.*``.
     """
+
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(
         self,
@@ -76,8 +82,10 @@ class ResNet(StagedNetwork):
         width: int,
         norm: str,
         avgpool_downsample: bool,
+        fan_out_conv_init: bool = False,
     ) -> None:
         super().__init__()
+        self.fan_out_conv_init = fan_out_conv_init
         if len(num_blocks) != 4:
             raise ValueError(f"ResNet needs 4 stage sizes, got {list(num_blocks)}")
         self.stem = stem
@@ -97,6 +105,19 @@ class ResNet(StagedNetwork):
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
             in_channels = channels
         self.classifier = nn.Linear(in_channels, num_classes)
+        if fan_out_conv_init:
+            self._init_convs_fan_out()
+
+    def _init_convs_fan_out(self) -> None:
+        """IDC's init: conv weights ~ N(0, 2 / (k * k * C_out)), applied after the default one."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.fan_out_conv_init:
+            self._init_convs_fan_out()
 
     @property
     def stages(self) -> Sequence[nn.Module]:
@@ -149,8 +170,6 @@ def resnet_ap10(
         stem = _stem(channels, width, norm, kernel_size=3, stride=1, pool=nn.AvgPool2d(2))
     else:
         stem = _stem(channels, width, norm, kernel_size=7, stride=1, pool=nn.AvgPool2d(4))
-    net = ResNet(stem, (1, 1, 1, 1), num_classes, width=width, norm=norm, avgpool_downsample=True)
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-    return net
+    return ResNet(
+        stem, (1, 1, 1, 1), num_classes, width=width, norm=norm, avgpool_downsample=True, fan_out_conv_init=True
+    )
