@@ -1,0 +1,147 @@
+"""Working-likelihood SVR: scikit-learn's SVR with the insensitivity ε and noise scale σ estimated from data.
+
+Algorithm (docs/svr.md, section "Algorithm"; a reconstruction, the paper's sections 3-5 were not available):
+
+1. standardise y by its mean and standard deviation s_y;
+2. pilot: cross-fitted residuals of SVR(ε = 0, C)  (Jeng et al.'s first step, made out-of-fold);
+3. (ε, σ) = argmin G(ε, σ) on the residuals (eq. 2, exact profile search of eq. 3-4);
+4. refit: cross-fitted residuals of the SVR of eq. (5) with the current (ε, σ); repeat 3-4 until (εσ, σ)
+   move by less than ``tol`` (relative) or ``max_iter`` estimates were made;
+5. fit the SVR of eq. (5) on all samples.
+
+eq. (5): minimise ½‖w‖² + C Σ_i |(y_i - f(x_i)) / σ|_ε with y, f in units of s_y, i.e. the loss is the
+negative working log-likelihood of the noise-standardised residuals and the prior is LIBSVM's (C on the
+standardised response). In scikit-learn's parametrisation that is SVR(C = C/σ, epsilon = εσ) on y/s_y.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.svm import SVR
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from distillset.svr.working_likelihood import NoiseEstimate, fit_working_likelihood
+
+
+class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
+    """ε-SVR whose insensitivity is chosen by minimising the working-likelihood loss G(ε, σ) (eq. 2).
+
+    Parameters
+    ----------
+    C : penalty of eq. (5) on the standardised response (LIBSVM's default scale, C = 1).
+    kernel, degree, gamma, coef0 : passed to :class:`sklearn.svm.SVR`.
+    noise_scaled_C : if True (default) the loss is divided by σ as eq. (5) says, i.e. SVR(C=C/σ);
+        if False the SVR keeps C on the standardised response and only the tube εσ is data-driven.
+    cv : number of folds of the cross-fitted residuals (out-of-fold residuals are not shrunk by the tube).
+    max_iter : most (ε, σ) estimates; each after the first costs ``cv`` SVR fits.
+    tol : stop when the tube εσ and σ change by less than this, relatively.
+    min_outside_fraction : smallest fraction of residuals outside the tube (see ``fit_working_likelihood``).
+    random_state : seed of the fold shuffling.
+
+    Fitted attributes
+    -----------------
+    epsilon_ : standardised insensitivity ε (the tube is ``epsilon_ * sigma_`` in y units).
+    sigma_ : noise scale σ in y units.
+    n_iter_ : number of (ε, σ) estimates made.
+    svr_ : the final :class:`sklearn.svm.SVR`, fitted on the standardised response.
+    y_mean_, y_scale_ : mean and standard deviation s_y used to standardise y.
+    """
+
+    def __init__(
+        self,
+        C: float = 1.0,
+        kernel: str = "rbf",
+        degree: int = 3,
+        gamma: str | float = "scale",
+        coef0: float = 0.0,
+        noise_scaled_C: bool = True,
+        cv: int = 5,
+        max_iter: int = 3,
+        tol: float = 1e-2,
+        min_outside_fraction: float = 0.1,
+        random_state: int | None = None,
+    ) -> None:
+        self.C = C
+        self.kernel = kernel
+        self.degree = degree
+        self.gamma = gamma
+        self.coef0 = coef0
+        self.noise_scaled_C = noise_scaled_C
+        self.cv = cv
+        self.max_iter = max_iter
+        self.tol = tol
+        self.min_outside_fraction = min_outside_fraction
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.C, numbers.Real) and self.C > 0):
+            raise ValueError(f"C must be a positive number, got {self.C!r}")
+        if not (isinstance(self.cv, numbers.Integral) and self.cv >= 2):
+            raise ValueError(f"cv must be an integer >= 2 (number of folds), got {self.cv!r}")
+        if not (isinstance(self.max_iter, numbers.Integral) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
+            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
+
+    def _svr(self, estimate: NoiseEstimate | None) -> SVR:
+        """The SVR of eq. (5) on the standardised response; ``None`` gives the ε = 0 pilot."""
+        if estimate is None:
+            return SVR(C=self.C, epsilon=0.0, **self._kernel_params())
+        penalty = self.C / estimate.sigma if self.noise_scaled_C else self.C
+        return SVR(C=penalty, epsilon=estimate.epsilon * estimate.sigma, **self._kernel_params())
+
+    def _kernel_params(self) -> dict:
+        return {"kernel": self.kernel, "degree": self.degree, "gamma": self.gamma, "coef0": self.coef0}
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> WorkingLikelihoodSVR:
+        """Alternate cross-fitted SVR residuals and the working-likelihood estimate, then fit on all of (X, y)."""
+        self._check_params()
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        n_samples = X.shape[0]
+        if n_samples < self.cv:
+            raise ValueError(
+                f"WorkingLikelihoodSVR needs at least cv={self.cv} samples for its cross-fitted residuals, "
+                f"got n_samples={n_samples}; lower cv or add samples"
+            )
+        self.y_mean_ = float(y.mean())
+        self.y_scale_ = float(y.std())
+        if not self.y_scale_ > 1e-12 * max(1.0, abs(self.y_mean_)):
+            raise ValueError(
+                f"y is constant (all {n_samples} values equal {self.y_mean_:g}); the noise scale cannot be "
+                "estimated. A regressor is not needed: predict that constant"
+            )
+        y_standardised = (y - self.y_mean_) / self.y_scale_
+        folds = KFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+
+        estimates: list[NoiseEstimate] = []
+        while len(estimates) < self.max_iter:
+            svr = self._svr(estimates[-1] if estimates else None)
+            out_of_fold = cross_val_predict(svr, X, y_standardised, cv=folds)
+            estimates.append(fit_working_likelihood(y_standardised - out_of_fold, self.min_outside_fraction))
+            if len(estimates) >= 2 and _converged(estimates[-2], estimates[-1], self.tol):
+                break
+
+        estimate = estimates[-1]
+        self.n_iter_ = len(estimates)
+        self.epsilon_ = estimate.epsilon
+        self.sigma_ = estimate.sigma * self.y_scale_
+        self.svr_ = self._svr(estimate).fit(X, y_standardised)
+        return self
+
+    def predict(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Predictions of the final SVR, mapped back to the units of y."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self.svr_.predict(X) * self.y_scale_ + self.y_mean_
+
+
+def _converged(previous: NoiseEstimate, current: NoiseEstimate, tol: float) -> bool:
+    """Relative change of the tube half-width εσ and of σ both below ``tol``."""
+    tube_before, tube_now = previous.epsilon * previous.sigma, current.epsilon * current.sigma
+    tube_change = abs(tube_now - tube_before) / max(tube_before, np.finfo(float).tiny)
+    return tube_change <= tol and abs(current.sigma - previous.sigma) / previous.sigma <= tol
