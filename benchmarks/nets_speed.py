@@ -1,6 +1,6 @@
 """Speed of ConvNet-3 (width 128) on 1x28x28 inputs across norm implementations and settings.
 
-Run ``OMP_NUM_THREADS=1 nice -n 10 python -m distillset.nets.benchmark`` (``--no-compile`` skips
+Run ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/nets_speed.py`` (``--no-compile`` skips
 torch.compile; ``--mmap-threshold 1073741824`` keeps large tensors on glibc's heap). Prints one
 markdown row per setting: best-of-n CPU milliseconds of this process (so other load on the
 machine matters less) for a no-grad forward of 256 images and for a training step (forward,
