@@ -22,6 +22,9 @@ from distillset.coreset.prune import prune_pool
 from distillset.engine import Distiller, config_for_method
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
+# Speed settings of the distillation (not part of a cell's identity: they must not change results;
+# benchmarks/results/dm_speed.json and the DM rows against the reference check that they do not).
+FAST = {"real_precision": "bf16", "compile": True}
 
 
 def build(cell: Cell, splits, work: Path):
@@ -33,7 +36,8 @@ def build(cell: Cell, splits, work: Path):
     if "keep" in cell.extra:
         real, _ = prune_pool(real, splits.info, cell.extra["keep"], cell.extra["prune"], num_nets=1, seed=cell.seed)
     config = config_for_method(cell.method, ipc=cell.ipc, iterations=cell.iterations, seed=cell.seed,
-                               objective_params=params, real_precision=cell.extra.get("real_precision", "fp32"))
+                               objective_params=params, real_precision=FAST["real_precision"],
+                               compile=FAST["compile"] and not cell.method.startswith("idm"))
     distiller = Distiller(real, splits.info, config, out_dir=work, progress=False)
     synthetic = distiller.run(resume=True)
     return synthetic, asdict(config)
@@ -55,7 +59,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", help="evaluation training precision")
+    parser.add_argument("--real-precision", default=FAST["real_precision"], choices=["fp32", "bf16"],
+                        help="precision of the distillation's no-grad real-feature pass")
+    parser.add_argument("--no-compile", action="store_true", help="do not torch.compile the embedding network")
     args = parser.parse_args()
+    FAST.update(real_precision=args.real_precision, compile=not args.no_compile)
     extra_params = {f"param_{k}": json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
     cells = []
     for imbalance in args.imbalance:
