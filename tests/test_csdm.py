@@ -273,5 +273,5 @@ def test_invalid_inputs_raise():
         csdm.loss([real], [synthetic], [0], _context([10.0, 0.0]))
     with pytest.raises(ValueError, match="no entry in context.class_sizes"):
         csdm.loss([real], [synthetic], [3], _context([10.0, 5.0]))
-    with pytest.raises(ValueError, match="one real and one synthetic batch per class"):
+    with pytest.raises(ValueError, match="one real and one synthetic feature batch per class"):
         csdm.loss([real], [synthetic, synthetic], [0], _context([10.0]))

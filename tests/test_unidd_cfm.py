@@ -344,7 +344,7 @@ def test_invalid_parameters_raise_clear_errors(build, message: str) -> None:
 
 def test_invalid_inputs_raise_clear_errors() -> None:
     real, synthetic = _class_features()
-    with pytest.raises(ValueError, match="one real and one synthetic feature matrix per class"):
+    with pytest.raises(ValueError, match="one real and one synthetic feature batch per class"):
         LowPassMatching().loss(real, synthetic[:2], [0, 1, 2], _context())
     with pytest.raises(ValueError, match="differ in dimension: 16 vs 8"):
         LowPassMatching().loss(real, [s[:, :8] for s in synthetic], [0, 1, 2], _context())

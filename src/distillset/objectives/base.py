@@ -33,6 +33,15 @@ class MatchingObjective(ABC):
 
     name: ClassVar[str] = ""
 
+    @staticmethod
+    def check_batches(real: Sequence[Tensor], synthetic: Sequence[Tensor], classes: Sequence[int]) -> None:
+        """Raise unless there is one real and one synthetic feature batch for each of >= 1 classes."""
+        if not (len(real) == len(synthetic) == len(classes)) or not classes:
+            raise ValueError(
+                f"need one real and one synthetic feature batch per class, got {len(real)} real, "
+                f"{len(synthetic)} synthetic for {len(classes)} classes"
+            )
+
     def loss(
         self,
         real: Sequence[Tensor],
@@ -41,6 +50,7 @@ class MatchingObjective(ABC):
         context: MatchingContext,
     ) -> Tensor:
         """Sum of per-class losses over the classes of this step (one entry per class)."""
+        self.check_batches(real, synthetic, classes)
         total = synthetic[0].new_zeros(())
         for r, s, c in zip(real, synthetic, classes, strict=True):
             total = total + self.class_loss(r, s, c, context)

@@ -147,11 +147,7 @@ class SpectralMatchingObjective(MatchingObjective):
         context: MatchingContext,
     ) -> Tensor:
         """scale * sum_c mean_j ell_c(t_j), with one frequency draw shared by the step's classes."""
-        _require(
-            len(real) == len(synthetic) == len(classes) > 0,
-            f"need one real and one synthetic batch per class, got {len(real)} real, "
-            f"{len(synthetic)} synthetic, {len(classes)} classes",
-        )
+        self.check_batches(real, synthetic, classes)
         for r, s, c in zip(real, synthetic, classes, strict=True):
             _require(
                 r.ndim == 2 and s.ndim == 2 and r.shape[1] == s.shape[1] and r.shape[0] > 0 and s.shape[0] > 0,

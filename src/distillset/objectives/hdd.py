@@ -101,11 +101,7 @@ class HyperbolicDistributionMatching(MatchingObjective):
         classes: Sequence[int],
         context: MatchingContext,
     ) -> Tensor:
-        if not (len(real) == len(synthetic) == len(classes)) or not classes:
-            raise ValueError(
-                f"need one real and one synthetic feature batch per class, got {len(real)} real, "
-                f"{len(synthetic)} synthetic for {len(classes)} classes"
-            )
+        self.check_batches(real, synthetic, classes)
         output_dtype = synthetic[0].dtype
         for r, s, c in zip(real, synthetic, classes):
             _check_feature_batches(r, s, c)

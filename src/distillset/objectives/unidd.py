@@ -309,11 +309,7 @@ class RidgeFilterMatching(MatchingObjective):
         classes: Sequence[int],
         context: MatchingContext,
     ) -> Tensor:
-        if not (len(real) == len(synthetic) == len(classes)) or not classes:
-            raise ValueError(
-                f"{type(self).__name__}.loss needs one real and one synthetic feature matrix per class, got "
-                f"{len(real)} real, {len(synthetic)} synthetic for {len(classes)} classes"
-            )
+        self.check_batches(real, synthetic, classes)
         real_features, real_labels = _stack_with_one_hot(real, "real")
         synthetic_features, synthetic_labels = _stack_with_one_hot(synthetic, "synthetic")
         if real_features.shape[1] != synthetic_features.shape[1]:
