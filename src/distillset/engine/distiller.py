@@ -109,6 +109,7 @@ class Distiller:
         bad = [c for c in self.classes if not 0 <= c < info.num_classes]
         if bad:
             raise ValueError(f"classes {bad} out of range for {info.num_classes} classes of '{info.name}'")
+        self.real_images = real.images.to(self.device)  # moved once; batches are gathered on the device
         self.class_sizes = real.class_counts(info.num_classes)
         empty = [c for c in self.classes if int(self.class_sizes[c]) == 0]
         if empty:
@@ -161,7 +162,7 @@ class Distiller:
     def _real_batch(self, cls: int) -> Tensor:
         members = self.real.class_indices(cls)
         picks = members[torch.randperm(len(members), generator=self.generator)[: self.config.batch_real]]
-        return self.real.images[picks].to(self.device)
+        return self.real_images[picks]
 
     def _embed_classes(self, sampled: SampledNetwork, classes: Sequence[int]) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Real and synthetic features per class (one forward pass each), and the augmented synthetic images."""
