@@ -81,3 +81,17 @@ def test_clear_errors(tmp_path, dm_run):
     tensors.write_bytes(bytes(data))
     result = invoke("evaluate", str(dm_run), "--epochs", "1")
     assert result.exit_code == 2 and "sha256 mismatch" in result.output
+
+
+@pytest.mark.parametrize("rule", ["hyperbolic", "random"])
+def test_distill_from_a_pruned_real_pool(tmp_path, rule):
+    out = tmp_path / rule
+    result = invoke("distill", "--method", "hdd", "--dataset", "digits", "--ipc", "1", "--iterations", "2",
+                    "--prune-ratio", "0.2", "--prune-rule", rule, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    prune = json.loads((out / "manifest.json").read_text())["prune"]
+    assert prune["rule"] == rule and prune["keep_ratio"] == 0.2
+    assert 0.18 * 1437 <= prune["kept"] <= 0.22 * 1437
+    result = invoke("distill", "--dataset", "digits", "--prune-ratio", "0.2", "--prune-rule", "nope",
+                    "--out", str(tmp_path / "bad"))
+    assert result.exit_code == 2 and "unknown pruning rule" in result.output

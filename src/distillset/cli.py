@@ -14,6 +14,7 @@ import typer
 
 from distillset.artifacts import ArtifactError, atomic_write_json, load_run, save_run
 from distillset.registry import UnknownNameError
+from distillset.runtime import keep_large_allocations
 
 app = typer.Typer(help="distillset: dataset distillation toolkit.", no_args_is_help=True, add_completion=False)
 
@@ -152,7 +153,12 @@ def distill(
     real = splits.train
     prune_info = None
     if prune_ratio is not None:
-        real, prune_info = _prune_real(splits, prune_ratio, prune_rule, seed, dev)
+        from distillset.coreset.prune import prune_pool
+
+        try:
+            real, prune_info = prune_pool(splits.train, splits.info, prune_ratio, prune_rule, seed=seed, device=dev)
+        except ValueError as exc:
+            _fail(str(exc))
     evaluate = None
     if eval_every:
         from distillset.evaluate import EvalConfig, evaluate_synthetic
@@ -180,23 +186,6 @@ def distill(
     typer.echo(f"saved {len(synthetic)} images to {out}")
 
 
-def _prune_real(splits, keep_ratio: float, rule: str, seed: int, device: torch.device):
-    from distillset.coreset.prune import hyperbolic_prune, random_prune
-    from distillset.nets import get_network
-
-    train, info = splits.train, splits.info
-    if rule == "random":
-        keep = random_prune(train.labels, keep_ratio, seed=seed)
-    elif rule == "hyperbolic":
-        def factory(net_seed: int):
-            return get_network("convnet3", info.channels, info.num_classes, info.image_size, seed=net_seed).to(device)
-
-        keep = hyperbolic_prune(train.images, train.labels, keep_ratio, feature_net_factory=factory, seed=seed)
-    else:
-        _fail(f"unknown --prune-rule {rule!r}; choose hyperbolic or random")
-    return train.subset(keep), {"rule": rule, "keep_ratio": keep_ratio, "kept": int(len(keep))}
-
-
 def _architectures(model: str | None, models: str | None) -> tuple[list[str], int | None]:
     """``--models`` is a count (issue 3 style) or a comma list of architectures (issue 7 style)."""
     count = None
@@ -217,12 +206,28 @@ def evaluate(
     num_models: Annotated[Optional[int], typer.Option(help="Networks trained per architecture.")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs (paper protocol: 1000).")] = 1000,
     precision: Annotated[str, typer.Option(help="fp32 or bf16 autocast for training.")] = "fp32",
+    elf: Annotated[
+        bool, typer.Option("--elf", help="Train with ELF distillation features (docs/evaluation.md).")
+    ] = False,
+    elf_param: Annotated[
+        Optional[list[str]], typer.Option(help="ELF setting key=value (repeatable), e.g. feature_epochs=3.")
+    ] = None,
+    fair_metrics: Annotated[
+        bool, typer.Option("--fair-metrics", help="Also compute IOR, HLR and LRS (docs/evaluation.md).")
+    ] = False,
+    full_data_accuracy: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Full-data accuracy for HLR: ARCH=PERCENT or PERCENT (repeatable); else trained."),
+    ] = None,
+    full_data_epochs: Annotated[int, typer.Option(help="Epochs of the full-data network when HLR must train one.")] = 3,
     data_root: DataRoot = None,
     seed: Seed = 0,
     device: Device = "cpu",
 ) -> None:
     """Train fresh networks on a run's set and test them on the real test split."""
     from distillset.evaluate import EvalConfig, evaluate_synthetic
+    from distillset.evaluate.elf import ELFConfig, evaluate_elf
+    from distillset.evaluate.metrics import fair_metrics as compute_fair_metrics
     from distillset.evaluate.protocol import format_mean_std
 
     try:
@@ -234,15 +239,56 @@ def evaluate(
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0))
     results_path = run / EVALUATION_FILE
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    dev = _device(device)
+    try:
+        elf_config = ELFConfig(**_parse_params(elf_param)) if elf else None
+    except (TypeError, ValueError) as exc:
+        _fail(f"--elf-param: {exc}")
+    full_accuracies = _full_data_accuracies(full_data_accuracy, architectures)
+
+    def run_evaluation(images, config):
+        if elf_config is None:
+            return evaluate_synthetic(images, splits.test, splits.info, config, device=dev, progress=True)
+        return evaluate_elf(images, splits, config, elf_config, device=dev, progress=True)
+
     for arch in architectures:
         try:
             config = EvalConfig(model=arch, epochs=epochs, num_models=count, precision=precision, seed=seed)
-            result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=_device(device), progress=True)
+            result = run_evaluation(synthetic, config)
+            entry = result.to_dict()
+            if fair_metrics:
+                entry["fair_metrics"] = compute_fair_metrics(
+                    synthetic, splits, config, evaluate=run_evaluation, synthetic_result=result,
+                    full_accuracy=full_accuracies.get(arch), full_data_epochs=full_data_epochs, device=dev,
+                ).to_dict()
         except (UnknownNameError, ValueError, FloatingPointError) as exc:
             _fail(str(exc))
-        results[f"{arch}-e{epochs}-n{count}-s{seed}"] = result.to_dict()
+        key = f"{arch}-e{epochs}-n{count}-s{seed}" + ("-elf" if elf_config else "")
+        results[key] = entry
         atomic_write_json(results_path, results)
-        typer.echo(f"{arch:12s} {format_mean_std(result.mean, result.std)}  (n={count}, {epochs} epochs, final epoch)")
+        typer.echo(f"{arch + (' +ELF' if elf_config else ''):17s} {format_mean_std(result.mean, result.std)}  "
+                   f"(n={count}, {epochs} epochs, final epoch)")
+        if fair_metrics:
+            fair = entry["fair_metrics"]
+            typer.echo(f"{'':17s} IOR {format_mean_std(fair['ior_mean'], fair['ior_std'])}  "
+                       f"HLR {format_mean_std(fair['hlr_mean'], fair['hlr_std'])}  "
+                       f"LRS {format_mean_std(fair['lrs_mean'], fair['lrs_std'])}  "
+                       f"(full data {fair['full_data_accuracy']:.1f}%)")
+
+
+def _full_data_accuracies(values: list[str] | None, architectures: list[str]) -> dict[str, float]:
+    """``--full-data-accuracy`` values: ``ARCH=PERCENT`` pairs, or one bare ``PERCENT`` for every architecture."""
+    accuracies: dict[str, float] = {}
+    for item in values or []:
+        arch, sep, raw = item.rpartition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            _fail(f"--full-data-accuracy expects ARCH=PERCENT or PERCENT, got {item!r}")
+        if not 0.0 <= value <= 100.0:
+            _fail(f"--full-data-accuracy is a percentage in [0, 100], got {value}")
+        accuracies.update({arch: value} if sep else dict.fromkeys(architectures, value))
+    return accuracies
 
 
 @app.command()
@@ -264,7 +310,115 @@ def inspect(
     typer.echo(f"image grid: {path}")
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's runs and report.")] = Path("runs/demo"),
+    ipc: Annotated[int, typer.Option(help="Images per class.")] = 10,
+    iterations: Annotated[int, typer.Option(help="DM iterations.")] = 200,
+    epochs: Annotated[int, typer.Option(help="Evaluation epochs (paper protocol: 1000).")] = 300,
+    num_models: Annotated[int, typer.Option(help="Networks trained per set.")] = 2,
+    data_root: DataRoot = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """The main job on an embedded default: distil with DM, compare with a random real subset, report."""
+    from distillset.coreset import select_coreset
+    from distillset.data import available_datasets
+    from distillset.engine import Distiller, config_for_method
+    from distillset.evaluate import EvalConfig, evaluate_synthetic
+    from distillset.evaluate.protocol import format_mean_std
+    from distillset.visualize import save_image_grid
+
+    dev = _device(device)
+    found = {name for name, ok, _ in available_datasets(data_root) if ok}
+    dataset = "fashion-mnist" if "fashion-mnist" in found else "digits"
+    typer.echo(f"demo dataset: {dataset} ({'Debian package' if dataset == 'fashion-mnist' else 'embedded fallback'})")
+    splits = _load(dataset, data_root, None, seed)
+    start = time.perf_counter()
+    config = config_for_method("dm", ipc=ipc, iterations=iterations, seed=seed)
+    distiller = Distiller(splits.train, splits.info, config, out_dir=out / "dm", device=dev, progress=True)
+    sets = {"dm": distiller.run(resume=True)}
+    save_run(out / "dm", sets["dm"], method="dm", dataset=dataset, ipc=ipc, seed=seed, config=asdict(config),
+             wall_seconds=distiller.elapsed, extra={"kind": "distilled"})
+    sets["random"] = select_coreset(splits, "random", ipc, seed=seed)
+    save_run(out / "random", sets["random"], method="random", dataset=dataset, ipc=ipc, seed=seed,
+             config={"method": "random"}, wall_seconds=0.0, extra={"kind": "coreset"})
+    eval_config = EvalConfig(epochs=epochs, num_models=num_models, seed=seed)
+    summary: dict[str, Any] = {"dataset": dataset, "ipc": ipc, "iterations": iterations, "evaluation": asdict(eval_config)}
+    lines = [f"# distillset demo: {dataset}, IPC {ipc}", "",
+             f"DM {iterations} iterations; ConvNet-3 trained {epochs} epochs, {num_models} models per set "
+             "(final-epoch test accuracy).", "", "| set | accuracy (%) |", "|---|---|"]
+    for name, synthetic in sets.items():
+        result = evaluate_synthetic(synthetic, splits.test, splits.info, eval_config, device=dev, progress=True)
+        summary[name] = result.to_dict()
+        save_image_grid(synthetic, splits.info, out / f"{name}.png")
+        lines.append(f"| {name} | {format_mean_std(result.mean, result.std)} |")
+        typer.echo(f"{name:8s} {format_mean_std(result.mean, result.std)}")
+    lines += ["", "![dm](dm.png) ![random](random.png)", ""]
+    summary["wall_seconds"] = round(time.perf_counter() - start, 1)
+    atomic_write_json(out / "summary.json", summary)
+    (out / "report.md").write_text("\n".join(lines))
+    typer.echo(f"report: {out / 'report.md'} (summary.json, dm.png, random.png beside it)")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run directory to export.")],
+    out: Annotated[Path, typer.Option(help="Folder to write.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="ddranking (images.pt, labels.pt) or imagefolder (PNGs).")
+    ] = "ddranking",
+) -> None:
+    """Export a run's set for other tools (DD-Ranking tensors or an image folder)."""
+    from distillset.interop import export_run
+
+    try:
+        export_run(run, out, fmt)
+    except (ArtifactError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"exported {run} to {out} ({fmt})")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="DM result file (res_*.pt), DD-Ranking folder or image folder.")],
+    dataset: Annotated[str, typer.Option(help="Dataset the set was distilled from (pixels are normalised with it).")],
+    out: Annotated[Path, typer.Option(help="Run directory to create.")],
+    fmt: Annotated[str, typer.Option("--format", help="dm, ddranking or imagefolder.")] = "dm",
+    method: Annotated[
+        Optional[str], typer.Option(help="Method name for the manifest (default imported-FORMAT).")
+    ] = None,
+    experiment: Annotated[int, typer.Option(help="Experiment index in a DM result file.")] = 0,
+) -> None:
+    """Import a published synthetic set into a run directory (tensors read with weights_only=True)."""
+    from distillset.interop import import_set
+
+    try:
+        import_set(source, out, fmt=fmt, dataset=dataset, method=method, experiment=experiment)
+    except (UnknownNameError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"imported {source} into {out}; evaluate it with `distillset evaluate {out}`")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
+    title: Annotated[str, typer.Option(help="Page title.")] = "distillset report",
+    caption: Annotated[str, typer.Option(help="Text under the title (e.g. how the runs were made).")] = "",
+) -> None:
+    """Write one self-contained HTML page: image grids, curves, accuracy tables, per-class bars, manifests."""
+    from distillset.report import build_report
+
+    try:
+        path = build_report(runs, out, title=title, caption=caption)
+    except (ArtifactError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"report: {path}")
+
+
 def main() -> None:
+    keep_large_allocations()
     try:
         app()
     except ArtifactError as exc:  # pragma: no cover - defensive, commands catch their own

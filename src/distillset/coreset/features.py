@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -28,14 +30,18 @@ def trained_feature_network(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    network_options: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """A ``model`` trained on the whole real train split (SGD 0.01, momentum 0.9, no augmentation).
 
-    The weights are cached under :func:`cache_dir` keyed by dataset, size, model, epochs and seed.
+    ``network_options`` go to :func:`get_network` (e.g. ``{"width": 512}`` for ELF's feature network).
+    The weights are cached under :func:`cache_dir` keyed by dataset, size, model, options, epochs and seed.
     """
     info = splits.info
-    net = get_network(model, info.channels, info.num_classes, info.image_size, seed=seed)
-    key = f"{info.name}-n{len(splits.train)}-{model}-e{epochs}-s{seed}"
+    options = dict(network_options or {})
+    net = get_network(model, info.channels, info.num_classes, info.image_size, seed=seed, **options)
+    tags = "".join(f"-{name}{value}" for name, value in sorted(options.items()))
+    key = f"{info.name}-n{len(splits.train)}-{model}{tags}-e{epochs}-s{seed}"
     path = cache_dir() / "feature-nets" / f"{key}.safetensors"
     if path.is_file():
         net.load_state_dict(load_file(path))

@@ -1,5 +1,13 @@
-"""Evaluation: the standard protocol and metrics."""
+"""Evaluation: the standard protocol, ELF and the fair (DD-Ranking) metrics."""
 
+from distillset.evaluate.elf import ELFConfig, ELFLoss, ELFNetwork, evaluate_elf, feature_distance
+from distillset.evaluate.metrics import (
+    FairMetrics,
+    fair_metrics,
+    hard_label_recovery,
+    improvement_over_random,
+    label_robust_score,
+)
 from distillset.evaluate.protocol import (
     EvalConfig,
     EvalResult,
@@ -11,10 +19,20 @@ from distillset.evaluate.protocol import (
 )
 
 __all__ = [
+    "ELFConfig",
+    "ELFLoss",
+    "ELFNetwork",
     "EvalConfig",
     "EvalResult",
+    "FairMetrics",
     "ModelResult",
+    "evaluate_elf",
     "evaluate_synthetic",
+    "fair_metrics",
+    "feature_distance",
+    "hard_label_recovery",
+    "improvement_over_random",
+    "label_robust_score",
     "soft_cross_entropy",
     "test_accuracy",
     "train_classifier",
