@@ -128,6 +128,7 @@ def distill(
     eval_every: Annotated[int, typer.Option(help="Quick evaluation every N iterations (0 = never).")] = 0,
     eval_epochs: Annotated[int, typer.Option(help="Epochs of the periodic quick evaluation.")] = 300,
     real_precision: Annotated[str, typer.Option(help="fp32 or bf16 for the real-feature pass.")] = "fp32",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the embedding network (DM-style).")] = False,
     seed: Seed = 0,
     device: Device = "cpu",
     data_root: DataRoot = None,
@@ -139,7 +140,7 @@ def distill(
     splits = _load(dataset, data_root, imbalance, seed)
     overrides: dict[str, Any] = {
         "ipc": ipc, "iterations": iterations, "batch_real": batch_real, "init": init, "model": model,
-        "seed": seed, "checkpoint_every": checkpoint_every, "real_precision": real_precision,
+        "seed": seed, "checkpoint_every": checkpoint_every, "real_precision": real_precision, "compile": compile,
         "objective_params": _parse_params(param),
     }
     if lr_img is not None:
@@ -206,6 +207,7 @@ def evaluate(
     num_models: Annotated[Optional[int], typer.Option(help="Networks trained per architecture.")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs (paper protocol: 1000).")] = 1000,
     precision: Annotated[str, typer.Option(help="fp32 or bf16 autocast for training.")] = "fp32",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile each trained network.")] = False,
     elf: Annotated[
         bool, typer.Option("--elf", help="Train with ELF distillation features (docs/evaluation.md).")
     ] = False,
@@ -253,7 +255,8 @@ def evaluate(
 
     for arch in architectures:
         try:
-            config = EvalConfig(model=arch, epochs=epochs, num_models=count, precision=precision, seed=seed)
+            config = EvalConfig(model=arch, epochs=epochs, num_models=count, precision=precision, seed=seed,
+                                compile=compile)
             result = run_evaluation(synthetic, config)
             entry = result.to_dict()
             if fair_metrics:
@@ -263,7 +266,8 @@ def evaluate(
                 ).to_dict()
         except (UnknownNameError, ValueError, FloatingPointError) as exc:
             _fail(str(exc))
-        key = f"{arch}-e{epochs}-n{count}-s{seed}" + ("-elf" if elf_config else "")
+        key = f"{arch}-e{epochs}-n{count}-s{seed}" + ("-elf" if elf_config else "") + (
+            f"-{precision}" if precision != "fp32" else "")
         results[key] = entry
         atomic_write_json(results_path, results)
         typer.echo(f"{arch + (' +ELF' if elf_config else ''):17s} {format_mean_std(result.mean, result.std)}  "

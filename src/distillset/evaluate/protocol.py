@@ -41,7 +41,7 @@ class EvalConfig:
     dsa: bool = True
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     precision: Precision = "fp32"
-    channels_last: bool = False
+    compile: bool = False  # torch.compile the network's forward (train and test)
     test_batch_size: int = 1000
     seed: int = 0
 
@@ -106,6 +106,12 @@ def _autocast(device: torch.device, precision: Precision) -> contextlib.Abstract
     return contextlib.nullcontext()
 
 
+def compiled(net: nn.Module, config: EvalConfig) -> Callable[[Tensor], Tensor]:
+    """``net``'s forward, compiled when ``config.compile`` (static shapes: the last, smaller batch of an epoch
+    and the test batches get their own graphs). Build it once per network and pass it on."""
+    return torch.compile(net, dynamic=False) if config.compile else net
+
+
 def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     """Cross-entropy against target distributions (soft labels)."""
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
@@ -120,6 +126,7 @@ def train_classifier(
     device: torch.device,
     extra_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     progress: bool = False,
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> nn.Module:
     """Train ``net`` on ``train`` with the protocol's optimiser, schedule and DSA.
 
@@ -127,9 +134,7 @@ def train_classifier(
     """
     images = train.images.to(device)
     targets = (train.soft_labels if train.soft_labels is not None else train.labels).to(device)
-    if config.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-        net = net.to(memory_format=torch.channels_last)
+    forward = forward if forward is not None else compiled(net, config)
     dsa = DSA(config.dsa_strategy) if config.dsa else None
     decay_epoch = config.epochs // 2 + 1
     lr = config.lr
@@ -152,7 +157,7 @@ def train_classifier(
             if dsa is not None:
                 x = dsa(x, generator=generator, siamese=False)
             with _autocast(device, config.precision):
-                logits = net(x)
+                logits = forward(x)
             logits = logits.float()
             y = targets[idx]
             loss = soft_cross_entropy(logits, y) if y.is_floating_point() else F.cross_entropy(logits, y)
@@ -171,7 +176,13 @@ def train_classifier(
 
 @torch.inference_mode()
 def test_accuracy(
-    net: nn.Module, test: ImageSet, num_classes: int, *, device: torch.device, config: EvalConfig
+    net: nn.Module,
+    test: ImageSet,
+    num_classes: int,
+    *,
+    device: torch.device,
+    config: EvalConfig,
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[float, list[float]]:
     """Top-1 accuracy (percent) and per-class accuracy on ``test``."""
     net.eval()
@@ -179,10 +190,8 @@ def test_accuracy(
     total = torch.bincount(test.labels, minlength=num_classes).double()
     for start in range(0, len(test), config.test_batch_size):
         x = test.images[start : start + config.test_batch_size].to(device)
-        if config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, config.precision):
-            pred = net(x).argmax(dim=1).cpu()
+            pred = (forward if forward is not None else net)(x).argmax(dim=1).cpu()
         y = test.labels[start : start + config.test_batch_size]
         correct += torch.bincount(y[pred == y], minlength=num_classes).double()
     accuracy = 100.0 * float(correct.sum() / total.sum())
@@ -210,8 +219,9 @@ def evaluate_synthetic(
         generator = torch.Generator().manual_seed(seed)
         net = get_network(config.model, info.channels, info.num_classes, info.image_size, seed=seed).to(device)
         start = time.perf_counter()
-        train_classifier(net, synthetic, config, generator=generator, device=device, progress=progress)
-        accuracy, per_class = test_accuracy(net, test, info.num_classes, device=device, config=config)
+        forward = compiled(net, config)
+        train_classifier(net, synthetic, config, generator=generator, device=device, progress=progress, forward=forward)
+        accuracy, per_class = test_accuracy(net, test, info.num_classes, device=device, config=config, forward=forward)
         model_result = ModelResult(accuracy, per_class, time.perf_counter() - start)
         result.models.append(model_result)
         if on_model_done is not None:
