@@ -37,13 +37,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--eval-compile", action="store_true", help="torch.compile the evaluated networks")
     parser.add_argument("--name", default=None, help="result name (default coreset_<dataset>)")
     args = parser.parse_args()
     name = args.name or f"coreset_{args.dataset.replace('-', '_')}"
     cells = [Cell(args.dataset, m, ipc) for ipc in args.ipc for m in args.methods]
     start = time.perf_counter()
     rows = run_table(name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
-                     precision=args.precision)
+                     precision=args.precision, compile=args.eval_compile)
     rows.sort(key=lambda r: (r["ipc"], args.methods.index(r["method"]) if r["method"] in args.methods else 99))
     table = [{"method": r["method"], "ipc": r["ipc"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
               "epochs": r["epochs"]} for r in rows]

@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", help="evaluation training precision")
+    parser.add_argument("--eval-compile", action="store_true", help="torch.compile the evaluated networks")
     parser.add_argument("--real-precision", default=FAST["real_precision"], choices=["fp32", "bf16"],
                         help="precision of the distillation's no-grad real-feature pass")
     parser.add_argument("--no-compile", action="store_true", help="do not torch.compile the embedding network")
@@ -79,7 +80,7 @@ def main() -> None:
                                    extra={**extra, "prune": rule, "keep": args.keep}) for rule in args.prune]
     start = time.perf_counter()
     rows = run_table(args.name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
-                     precision=args.precision)
+                     precision=args.precision, compile=args.eval_compile)
     rows.sort(key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"]))
     table = [{"method": r["method"], "ipc": r["ipc"], "imbalance": r["extra"].get("imbalance", ""),
               "real pool": f"{r['extra']['prune']} {r['extra']['keep']:.0%}" if "prune" in r["extra"] else "full",

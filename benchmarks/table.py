@@ -50,6 +50,7 @@ def run_table(
     epochs: int,
     device: str = "cpu",
     precision: str = "fp32",
+    compile: bool = False,
     data_root: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell; returns all finished cells' rows (RESULTS.md format)."""
@@ -82,10 +83,10 @@ def run_table(
             record = models.get(model_key)
             if record is None:
                 config = EvalConfig(model=cell.model, epochs=epochs, num_models=1, seed=cell.seed * 100 + index,
-                                    precision=precision)
+                                    precision=precision, compile=compile)
                 result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=device)
                 record = {"accuracy": result.mean, "per_class": result.per_class,
-                          "train_seconds": result.models[0].train_seconds}
+                          "train_seconds": result.models[0].train_seconds, "precision": precision, "compile": compile}
                 models.put(model_key, record)
                 print(f"[{name}] {model_key}: {record['accuracy']:.2f}% ({record['train_seconds']:.0f} s)", flush=True)
             accuracies.append(record["accuracy"])
@@ -100,6 +101,7 @@ def run_table(
                 "iterations": cell.iterations, "epochs": epochs,
                 "extra": {**cell.extra, "seed": cell.seed, "accuracies": [round(a, 2) for a in accuracies],
                           "per_class": [round(a, 2) for a in per_class_mean], "accuracy_reported": "final_epoch",
+                          "eval_precision": precision, "eval_compile": compile,
                           "build_seconds": round(build_seconds, 1), "eval_seconds": round(sum(train_seconds), 1)},
             },
             "seconds": build_seconds + sum(train_seconds),
