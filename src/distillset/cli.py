@@ -339,7 +339,7 @@ def demo(
     typer.echo(f"demo dataset: {dataset} ({'Debian package' if dataset == 'fashion-mnist' else 'embedded fallback'})")
     splits = _load(dataset, data_root, None, seed)
     start = time.perf_counter()
-    config = config_for_method("dm", ipc=ipc, iterations=iterations, seed=seed)
+    config = config_for_method("dm", ipc=ipc, iterations=iterations, seed=seed, real_precision="bf16")
     distiller = Distiller(splits.train, splits.info, config, out_dir=out / "dm", device=dev, progress=True)
     sets = {"dm": distiller.run(resume=True)}
     save_run(out / "dm", sets["dm"], method="dm", dataset=dataset, ipc=ipc, seed=seed, config=asdict(config),
