@@ -13,6 +13,7 @@ import torch
 import typer
 
 from distillset.artifacts import ArtifactError, atomic_write_json, load_run, save_run
+from distillset.evaluate.protocol import EVALUATION_FILE
 from distillset.registry import UnknownNameError
 from distillset.runtime import keep_large_allocations
 
@@ -21,7 +22,6 @@ app = typer.Typer(help="distillset: dataset distillation toolkit.", no_args_is_h
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset files.")]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for reproducible runs.")]
-EVALUATION_FILE = "evaluation.json"
 
 
 def _fail(message: str) -> None:

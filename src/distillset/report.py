@@ -24,11 +24,10 @@ from PIL import Image
 from distillset.artifacts import atomic_write_bytes, load_run
 from distillset.data import dataset_info
 from distillset.data.base import DatasetInfo, ImageSet
-from distillset.evaluate.protocol import format_mean_std
+from distillset.engine.distiller import LOG_FILE
+from distillset.evaluate.protocol import EVALUATION_FILE, format_mean_std
 from distillset.visualize import image_grid
 
-LOG_FILE = "log.jsonl"
-EVALUATION_FILE = "evaluation.json"
 GRID_IMAGES_PER_CLASS = 10
 GRID_MIN_WIDTH_PX = 320
 

@@ -19,7 +19,6 @@ E: ``to_feature`` (E -> F channels) for the front term, FitNets-style, and ``fro
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -34,10 +33,9 @@ from distillset.evaluate.protocol import (
     EvalConfig,
     EvalResult,
     ModelResult,
-    _check_compatible,
+    check_compatible,
+    evaluate_synthetic,
     soft_cross_entropy,
-    test_accuracy,
-    train_classifier,
 )
 from distillset.nets import StagedNetwork, get_network
 
@@ -284,7 +282,7 @@ def evaluate_elf(
     elf = elf or ELFConfig()
     device = torch.device(device)
     info = splits.info
-    _check_compatible(synthetic, info)
+    check_compatible(synthetic, info)
     if feature_net is None:
         feature_net = elf_feature_network(splits, elf, device=device, progress=progress)
     feature_net = feature_net.to(device)
@@ -299,19 +297,10 @@ def evaluate_elf(
     elf_record = {
         **asdict(elf), "eval_split": split, "feature_shape": list(feature_shape), "front_shape": list(front_shape)
     }
-    result = EvalResult(config={**asdict(config), "elf": elf_record})
-    for model_index in range(config.num_models):
-        seed = config.seed * 1000 + model_index  # as evaluate_synthetic, so runs with and without ELF pair up
-        generator = torch.Generator().manual_seed(seed)
-        net = get_network(config.model, info.channels, info.num_classes, info.image_size, seed=seed)
-        wrapped = ELFNetwork(net, split, front_shape, feature_shape, seed=seed).to(device)
-        start = time.perf_counter()
-        train_classifier(
-            wrapped, synthetic, config, generator=generator, device=device, extra_loss=loss, progress=progress
-        )
-        accuracy, per_class = test_accuracy(wrapped, splits.test, info.num_classes, device=device, config=config)
-        model_result = ModelResult(accuracy, per_class, time.perf_counter() - start)
-        result.models.append(model_result)
-        if on_model_done is not None:
-            on_model_done(model_index, model_result)
+    result = evaluate_synthetic(
+        synthetic, splits.test, info, config, device=device, progress=progress, on_model_done=on_model_done,
+        wrap_network=lambda net, seed: ELFNetwork(net, split, front_shape, feature_shape, seed=seed),
+        extra_loss=loss,
+    )
+    result.config["elf"] = elf_record
     return result

@@ -25,6 +25,7 @@ from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
 
 Precision = Literal["fp32", "bf16"]
+EVALUATION_FILE = "evaluation.json"  # per-run evaluation results written by `distillset evaluate`
 
 
 @dataclass
@@ -208,19 +209,29 @@ def evaluate_synthetic(
     device: str | torch.device = "cpu",
     progress: bool = False,
     on_model_done: Callable[[int, ModelResult], None] | None = None,
+    wrap_network: Callable[[nn.Module, int], nn.Module] | None = None,
+    extra_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
 ) -> EvalResult:
-    """Train ``config.num_models`` fresh networks on ``synthetic`` and test each on ``test``."""
+    """Train ``config.num_models`` fresh networks on ``synthetic`` and test each on ``test``.
+
+    Model ``i`` is seeded ``config.seed * 1000 + i`` (weights, batches, augmentation). ``wrap_network(net, seed)``
+    and ``extra_loss`` let an evaluation variant (ELF) change the network and the loss while staying paired.
+    """
     config = config or EvalConfig()
     device = torch.device(device)
-    _check_compatible(synthetic, info)
+    check_compatible(synthetic, info)
     result = EvalResult(config=asdict(config))
     for model_index in range(config.num_models):
         seed = config.seed * 1000 + model_index
         generator = torch.Generator().manual_seed(seed)
-        net = get_network(config.model, info.channels, info.num_classes, info.image_size, seed=seed).to(device)
+        net = get_network(config.model, info.channels, info.num_classes, info.image_size, seed=seed)
+        if wrap_network is not None:
+            net = wrap_network(net, seed)
+        net = net.to(device)
         start = time.perf_counter()
         forward = compiled(net, config)
-        train_classifier(net, synthetic, config, generator=generator, device=device, progress=progress, forward=forward)
+        train_classifier(net, synthetic, config, generator=generator, device=device, progress=progress,
+                         forward=forward, extra_loss=extra_loss)
         accuracy, per_class = test_accuracy(net, test, info.num_classes, device=device, config=config, forward=forward)
         model_result = ModelResult(accuracy, per_class, time.perf_counter() - start)
         result.models.append(model_result)
@@ -229,7 +240,7 @@ def evaluate_synthetic(
     return result
 
 
-def _check_compatible(synthetic: ImageSet, info: DatasetInfo) -> None:
+def check_compatible(synthetic: ImageSet, info: DatasetInfo) -> None:
     expected = (info.channels, *info.image_size)
     if tuple(synthetic.images.shape[1:]) != expected:
         raise ValueError(
