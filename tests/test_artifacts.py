@@ -76,3 +76,15 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"x": 2})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        _save(tmp_path, _set())
+    finally:
+        os.umask(umask)
+    for name in ("synthetic.safetensors", "manifest.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644

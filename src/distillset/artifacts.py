@@ -36,6 +36,15 @@ class ArtifactError(RuntimeError):
     """A run directory is missing, corrupt or has been tampered with."""
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temp file the permissions a plain ``open(path, "w")`` would (mkstemp makes it 0600), then
+    rename it over ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
     path = Path(path)
@@ -46,7 +55,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -64,7 +73,7 @@ def atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadat
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

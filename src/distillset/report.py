@@ -286,5 +286,4 @@ def build_report(
     records = [load_record(d) for d in run_dirs]
     out = Path(out)
     atomic_write_bytes(out, render_report(records, title=title, caption=caption).encode("utf-8"))
-    out.chmod(0o644)  # a page to share: readable by others, unlike the private temp file it was written through
     return out
