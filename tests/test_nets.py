@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from distillset.nets import (
     ConvNet,
     InstanceNorm2d,
+    PatchConv2d,
     StagedNetwork,
     get_network,
     instance_norm,
@@ -267,3 +268,57 @@ def test_reset_parameters_under_the_same_seed_rebuilds_the_seeded_network(name: 
         torch.random.default_generator.manual_seed(11)
         net.reset_parameters()
     assert all(torch.equal(value, expected[key]) for key, value in net.state_dict().items())
+
+
+@pytest.mark.parametrize(("channels", "kernel", "stride", "padding", "bias"),
+                         [(1, 3, 1, 3, True), (3, 3, 1, 1, True), (3, 7, 2, 3, False), (2, 3, 2, 0, True)])
+def test_patch_conv_equals_conv2d_forward_and_backward(channels: int, kernel: int, stride: int, padding: int,
+                                                       bias: bool) -> None:
+    torch.manual_seed(4)
+    reference = nn.Conv2d(channels, 8, kernel, stride=stride, padding=padding, bias=bias).double()
+    patch = PatchConv2d(channels, 8, kernel, stride=stride, padding=padding, bias=bias).double()
+    patch.load_state_dict(reference.state_dict())
+    patch.force_unfold = True
+    x = torch.randn(3, channels, 13, 11, dtype=torch.float64)
+    outputs, grads = [], []
+    for conv in (reference, patch):
+        conv.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = conv(xi)
+        y.backward(torch.ones_like(y) * torch.linspace(-1, 1, y.shape[-1], dtype=torch.float64))
+        outputs.append(y)
+        grads.append([xi.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
+    assert outputs[0].shape == outputs[1].shape
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-12, rtol=0)
+    for ours, theirs in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+
+
+def test_patch_conv_follows_bf16_autocast_and_names_a_wrong_input() -> None:
+    torch.manual_seed(5)
+    conv = PatchConv2d(1, 4, 3, padding=1)
+    conv.force_unfold = True
+    x = torch.randn(2, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1), atol=0.05, rtol=0.02)
+    with pytest.raises(ValueError, match=r"expects \(N, 1, H, W\)"):
+        conv(torch.randn(2, 3, 8, 8))
+
+
+def test_convnet_runs_a_greyscale_first_conv_as_patch_conv() -> None:
+    grey, colour = get_network("convnet3", 1, 10, (28, 28)), ConvNet(3, 10, (32, 32))
+    assert type(grey.blocks[0].conv) is PatchConv2d and type(colour.blocks[0].conv) is nn.Conv2d
+    assert type(grey.blocks[1].conv) is nn.Conv2d
+    graphs: list[torch.fx.GraphModule] = []
+
+    def record(graph: torch.fx.GraphModule, example_inputs: list[Tensor]) -> torch.fx.GraphModule:
+        graphs.append(graph)
+        return graph
+
+    x = torch.randn(2, 1, 28, 28)
+    torch._dynamo.reset()
+    out = torch.compile(grey.embed, backend=record, fullgraph=True)(x)
+    torch.testing.assert_close(out, grey.embed(x), atol=1e-4, rtol=1e-4)
+    assert any("unfold" in str(node.target) for node in graphs[0].graph.nodes)

@@ -14,7 +14,7 @@ import torch
 
 from distillset.nets.base import StagedNetwork
 from distillset.nets.convnet import ConvNet
-from distillset.nets.layers import InstanceNorm2d, instance_norm
+from distillset.nets.layers import InstanceNorm2d, PatchConv2d, instance_norm
 from distillset.nets.mlp import MLP
 from distillset.nets.resnet import ResNet, resnet18, resnet_ap10
 from distillset.registry import Registry
@@ -74,6 +74,7 @@ __all__ = [
     "NETWORKS",
     "ConvNet",
     "InstanceNorm2d",
+    "PatchConv2d",
     "ResNet",
     "StagedNetwork",
     "get_network",
