@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="result name (default coreset_<dataset>)")
     args = parser.parse_args()
     name = args.name or f"coreset_{args.dataset.replace('-', '_')}"
-    cells = [Cell(args.dataset, m, ipc) for ipc in args.ipc for m in args.methods]
+    cells = [Cell(args.dataset, m, ipc, resample=m == "random") for ipc in args.ipc for m in args.methods]
     start = time.perf_counter()
     rows = run_table(name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
                      precision=args.precision, compile=args.eval_compile)

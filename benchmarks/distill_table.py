@@ -74,7 +74,8 @@ def main() -> None:
                 if imbalance is not None:
                     extra["imbalance"] = imbalance
                 iterations = 0 if method == "random" else args.iterations
-                cells.append(Cell(args.dataset, method, ipc, iterations=iterations, extra=extra))
+                cells.append(Cell(args.dataset, method, ipc, iterations=iterations, extra=extra,
+                                  resample=method == "random"))
                 if method != "random":
                     cells += [Cell(args.dataset, method, ipc, iterations=iterations,
                                    extra={**extra, "prune": rule, "keep": args.keep}) for rule in args.prune]

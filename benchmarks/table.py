@@ -1,12 +1,16 @@
 """Resumable accuracy tables: each cell builds a set (coreset or distilled), then N models are trained
 on it with the standard protocol. Finished sets, per-model accuracies and cells are kept, so a run that
-stops is continued by running the same command again."""
+stops is continued by running the same command again.
+
+A cell with ``resample=True`` (the random real baseline) builds a new set for every model (set seed
+``seed + index``), as the reference code draws a new random subset in each experiment: its std then
+includes subset-to-subset variance, not only training noise."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +35,17 @@ class Cell:
     iterations: int = 0
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    resample: bool = False  # a new set (seed + model index) for every evaluated model
 
     @property
     def key(self) -> str:
         tags = "".join(f"-{k}{v}" for k, v in sorted(self.extra.items()))
-        return f"{self.dataset}-{self.method}-ipc{self.ipc}-it{self.iterations}-s{self.seed}{tags}"
+        return f"{self.dataset}-{self.method}-ipc{self.ipc}-it{self.iterations}-s{self.seed}{tags}" + (
+            "-resampled" if self.resample else "")
+
+    def set_cell(self, index: int) -> Cell:
+        """The cell whose set model ``index`` is trained on."""
+        return replace(self, seed=self.seed + index, resample=False) if self.resample else self
 
 
 SetBuilder = Callable[[Cell, DatasetSplits, Path], tuple[ImageSet, dict[str, Any]]]
@@ -66,22 +76,13 @@ def run_table(
         if cache_key not in splits_cache:
             splits_cache[cache_key] = load_dataset(cell.dataset, data_root, imbalance=imbalance, seed=cell.seed)
         splits = splits_cache[cache_key]
-        artifact = ARTIFACTS / name / cell.key
-        if (artifact / "manifest.json").is_file():
-            synthetic, manifest = load_run(artifact)
-            build_seconds = manifest["wall_seconds"]
-        else:
-            start = time.perf_counter()
-            synthetic, config = build(cell, splits, WORK / name / cell.key)
-            build_seconds = time.perf_counter() - start
-            save_run(artifact, synthetic, method=cell.method, dataset=cell.dataset, ipc=cell.ipc, seed=cell.seed,
-                     config=config, wall_seconds=build_seconds, extra={"cell": cell.key})
-        print(f"[{name}] {cell.key}: set ready ({len(synthetic)} images, {build_seconds:.0f} s)", flush=True)
-        accuracies, per_class, train_seconds = [], [], []
+        accuracies, per_class, train_seconds, build_seconds = [], [], [], {}
         for index in range(num_models):
-            model_key = f"{cell.key}-{cell.model}-e{epochs}-m{index}"
+            set_cell = cell.set_cell(index)
+            model_key = f"{set_cell.key}-{cell.model}-e{epochs}-m{index}"
             record = models.get(model_key)
             if record is None:
+                synthetic, build_seconds[set_cell.key] = _load_or_build(name, set_cell, splits, build)
                 config = EvalConfig(model=cell.model, epochs=epochs, num_models=1, seed=cell.seed * 100 + index,
                                     precision=precision, compile=compile)
                 result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=device)
@@ -89,6 +90,8 @@ def run_table(
                           "train_seconds": result.models[0].train_seconds, "precision": precision, "compile": compile}
                 models.put(model_key, record)
                 print(f"[{name}] {model_key}: {record['accuracy']:.2f}% ({record['train_seconds']:.0f} s)", flush=True)
+            elif set_cell.key not in build_seconds:
+                build_seconds[set_cell.key] = _load_or_build(name, set_cell, splits, build)[1]
             accuracies.append(record["accuracy"])
             per_class.append(record["per_class"])
             train_seconds.append(record["train_seconds"])
@@ -102,11 +105,28 @@ def run_table(
                 "extra": {**cell.extra, "seed": cell.seed, "accuracies": [round(a, 2) for a in accuracies],
                           "per_class": [round(a, 2) for a in per_class_mean], "accuracy_reported": "final_epoch",
                           "eval_precision": precision, "eval_compile": compile,
-                          "build_seconds": round(build_seconds, 1), "eval_seconds": round(sum(train_seconds), 1)},
+                          "build_seconds": round(sum(build_seconds.values()), 1),
+                          "eval_seconds": round(sum(train_seconds), 1),
+                          **({"sets": "one per model (seed + model index)"} if cell.resample else {})},
             },
-            "seconds": build_seconds + sum(train_seconds),
+            "seconds": sum(build_seconds.values()) + sum(train_seconds),
         })
     return [c["row"] for c in done.all() if "row" in c]
+
+
+def _load_or_build(name: str, cell: Cell, splits: DatasetSplits, build: SetBuilder) -> tuple[ImageSet, float]:
+    """The cell's set from its saved artifact, or built (and saved) now; with the seconds building took."""
+    artifact = ARTIFACTS / name / cell.key
+    if (artifact / "manifest.json").is_file():
+        synthetic, manifest = load_run(artifact)
+        return synthetic, manifest["wall_seconds"]
+    start = time.perf_counter()
+    synthetic, config = build(cell, splits, WORK / name / cell.key)
+    seconds = time.perf_counter() - start
+    save_run(artifact, synthetic, method=cell.method, dataset=cell.dataset, ipc=cell.ipc, seed=cell.seed,
+             config=config, wall_seconds=seconds, extra={"cell": cell.key})
+    print(f"[{name}] {cell.key}: set ready ({len(synthetic)} images, {seconds:.0f} s)", flush=True)
+    return synthetic, seconds
 
 
 def total_seconds(name: str) -> float:
