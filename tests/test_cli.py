@@ -60,6 +60,26 @@ def test_evaluate_and_inspect(dm_run):
     assert result.exit_code == 0 and (dm_run / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("per_class", [False, True])
+def test_spectrum_plots_real_and_synthetic_ffc_eigenvalues(dm_run, tmp_path, per_class):
+    out = tmp_path / "spectrum.png"
+    result = invoke("spectrum", str(dm_run), "--out", str(out), "--real-per-class", "40",
+                    *(["--per-class"] if per_class else []))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    spectra = json.loads(out.with_suffix(".json").read_text())["spectra"]
+    assert len(spectra) == (10 if per_class else 1)
+    for pair in spectra.values():
+        real, synthetic = pair["real"], pair["synthetic"]
+        assert len(real) == len(synthetic) and real == sorted(real, reverse=True)
+
+        def rank(values):
+            return sum(v > 1e-9 * max(values) for v in values)
+
+        # 2 images per class: the synthetic FFC has rank <= 2 per class (20 pooled); the real one far more.
+        assert rank(synthetic) <= (2 if per_class else 20) < rank(real)
+
+
 def test_coreset_command(tmp_path):
     out = tmp_path / "herding"
     result = invoke("coreset", "--method", "herding", "--dataset", "digits", "--ipc", "3", "--out", str(out),

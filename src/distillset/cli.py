@@ -315,6 +315,62 @@ def inspect(
 
 
 @app.command()
+def spectrum(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG path (default run/spectrum.png; eigenvalues beside it as .json).")] = None,
+    model: Annotated[str, typer.Option(help="Network whose features are compared.")] = "convnet3",
+    trained_epochs: Annotated[int, typer.Option(help="0: a random network (seeded); N: trained N epochs on the real data.")] = 0,
+    real_per_class: Annotated[int, typer.Option(help="Real images per class drawn for the real spectrum.")] = 500,
+    per_class: Annotated[bool, typer.Option("--per-class", help="One panel per class instead of the pooled spectrum.")] = False,
+    data_root: DataRoot = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """Plot the FFC eigenvalues of real vs synthetic features under one network (UniDD, docs/unidd_cfm.md Sec. 7)."""
+    from distillset.coreset.features import trained_feature_network
+    from distillset.data.base import ImageSet
+    from distillset.evaluate.spectrum import image_ffc_spectra, plot_ffc_spectra
+    from distillset.nets import get_network
+
+    try:
+        synthetic, manifest = load_run(run)
+    except ArtifactError as exc:
+        _fail(str(exc))
+    if real_per_class < 1:
+        _fail(f"--real-per-class must be >= 1, got {real_per_class}")
+    splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), seed)
+    dev = _device(device)
+    info = splits.info
+    if trained_epochs > 0:
+        net = trained_feature_network(splits, model, epochs=trained_epochs, seed=seed, device=dev)
+        network = f"{model} trained {trained_epochs} epochs on real data"
+    else:
+        net = get_network(model, info.channels, info.num_classes, info.image_size, seed=seed).to(dev)
+        network = f"{model}, random init (seed {seed})"
+    net.eval()
+    generator = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(info.num_classes):
+        members = splits.train.class_indices(c)
+        picks.append(members[torch.randperm(len(members), generator=generator)[:real_per_class]])
+    real = splits.train.subset(torch.cat(picks))
+    spectra = image_ffc_spectra(net.embed, ImageSet(real.images.to(dev), real.labels.to(dev)),
+                                ImageSet(synthetic.images.to(dev), synthetic.labels.to(dev)), per_class=per_class)
+    path = out or run / "spectrum.png"
+    title = f"{manifest['method']} {manifest['dataset']} IPC {manifest['ipc']}: FFC spectrum, {network}"
+    plot_ffc_spectra(spectra, path, title=title)
+    atomic_write_json(path.with_suffix(".json"), {
+        "run": str(run), "network": network, "real_per_class": real_per_class,
+        "spectra": {pair.label: {"real": pair.real.tolist(), "synthetic": pair.synthetic.tolist()} for pair in spectra},
+    })
+    for pair in spectra:
+        top = min(10, len(pair.real))
+        ratio = (pair.synthetic[:top] / pair.real[:top].clamp_min(1e-30)).tolist()
+        typer.echo(f"{pair.label}: synthetic/real eigenvalue ratio, top {top}: " + " ".join(f"{r:.2f}" for r in ratio))
+    typer.echo(f"spectrum plot: {path}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's runs and report.")] = Path("runs/demo"),
     ipc: Annotated[int, typer.Option(help="Images per class.")] = 10,

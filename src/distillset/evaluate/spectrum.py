@@ -8,6 +8,7 @@ and synthetic spectra under the same (random or trained) network shows which ban
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,7 @@ def plot_ffc_spectra(
         raise ValueError("plot_ffc_spectra needs at least one SpectrumPair")
     columns = min(len(spectra), 5)
     rows = -(-len(spectra) // columns)
-    figure = Figure(figsize=(3.2 * columns, 2.8 * rows), layout="constrained")
+    figure = Figure(figsize=(max(3.2 * columns, 6.4), 2.8 * rows + 0.4), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
     for axis, pair in zip(axes.flat, spectra, strict=False):  # spare panels stay empty
         for eigenvalues, style, name in ((pair.real, "-", "real"), (pair.synthetic, "--", "synthetic")):
@@ -133,7 +134,7 @@ def plot_ffc_spectra(
         axis.set_visible(False)
     axes[0, 0].set_ylabel("FFC eigenvalue")
     if title:
-        figure.suptitle(title)
+        figure.suptitle("\n".join(textwrap.wrap(title, width=70)), fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
