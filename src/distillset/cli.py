@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import torch
 import typer
@@ -24,7 +24,7 @@ Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for reproducible runs.")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
@@ -47,6 +47,14 @@ def _parse_params(values: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             params[key.replace("-", "_")] = raw
     return params
+
+
+def _open_run(run: Path) -> tuple[Any, dict[str, Any]]:
+    """A run's set and manifest (hash verified), or a clear CLI error."""
+    try:
+        return load_run(run)
+    except ArtifactError as exc:
+        _fail(str(exc))
 
 
 def _load(dataset: str, data_root: Path | None, imbalance: float | None, seed: int):
@@ -232,10 +240,7 @@ def evaluate(
     from distillset.evaluate.metrics import fair_metrics as compute_fair_metrics
     from distillset.evaluate.protocol import format_mean_std
 
-    try:
-        synthetic, manifest = load_run(run)
-    except ArtifactError as exc:
-        _fail(str(exc))
+    synthetic, manifest = _open_run(run)
     architectures, count = _architectures(model, models)
     count = num_models or count or 5
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0))
@@ -304,10 +309,7 @@ def inspect(
     from distillset.data import dataset_info
     from distillset.visualize import save_image_grid
 
-    try:
-        synthetic, manifest = load_run(run)
-    except ArtifactError as exc:
-        _fail(str(exc))
+    synthetic, manifest = _open_run(run)
     typer.echo(json.dumps(manifest, indent=2, default=str))
     path = grid or run / "grid.png"
     save_image_grid(synthetic, dataset_info(manifest["dataset"]), path)
@@ -332,10 +334,7 @@ def spectrum(
     from distillset.evaluate.spectrum import image_ffc_spectra, plot_ffc_spectra
     from distillset.nets import get_network
 
-    try:
-        synthetic, manifest = load_run(run)
-    except ArtifactError as exc:
-        _fail(str(exc))
+    synthetic, manifest = _open_run(run)
     if real_per_class < 1:
         _fail(f"--real-per-class must be >= 1, got {real_per_class}")
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), seed)
