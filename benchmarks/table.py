@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from common import ROOT, Cells, mean_std
+from common import ROOT, Cells, command_line, mean_std
 from distillset.artifacts import load_run, save_run
 from distillset.data import load_dataset
 from distillset.data.base import DatasetSplits, ImageSet
@@ -107,7 +107,8 @@ def run_table(
                           "eval_precision": precision, "eval_compile": compile,
                           "build_seconds": round(sum(build_seconds.values()), 1),
                           "eval_seconds": round(sum(train_seconds), 1),
-                          **({"sets": "one per model (seed + model index)"} if cell.resample else {})},
+                          **({"sets": "one per model (seed + model index)"} if cell.resample else {}),
+                          "command": command_line()},
             },
             "seconds": sum(build_seconds.values()) + sum(train_seconds),
         })
