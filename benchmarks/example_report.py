@@ -1,0 +1,77 @@
+"""The example HTML report (docs/example-report.html) from finished benchmark cells.
+
+    python benchmarks/example_report.py --table dm_fashion_mnist \
+        --cells fashion-mnist-dm-ipc10-it2000-s0 fashion-mnist-hdd-ipc10-it2000-s0 fashion-mnist-random-ipc10-it0-s0-resampled
+
+Each cell becomes a run directory under benchmarks/work/report/ (the saved set and manifest, the distillation's
+log.jsonl when benchmarks/work still has it, and an evaluation.json made from the cell's evaluated models),
+and `distillset.report.build_report` renders them. A resampled cell (random baseline: a new subset per model)
+shows the set of its first model; its accuracy row is over all of its subsets, as in the result table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, Cells
+from table import ARTIFACTS, WORK
+
+from distillset.artifacts import atomic_write_json
+from distillset.engine.distiller import LOG_FILE
+from distillset.evaluate.protocol import EVALUATION_FILE
+from distillset.report import build_report
+
+RESAMPLED = "-resampled"
+
+
+def evaluation_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """The `distillset evaluate` entry equivalent to one table row (same fields the report reads)."""
+    extra = row["extra"]
+    return {
+        "config": {"model": row["model"], "epochs": row["epochs"], "num_models": row["n"],
+                   "precision": extra.get("eval_precision", "fp32"), "compile": extra.get("eval_compile", False)},
+        "accuracy_reported": extra.get("accuracy_reported", "final_epoch"),
+        "mean": row["mean"], "std": row["std"], "n": row["n"],
+        "accuracies": extra["accuracies"], "per_class": extra["per_class"],
+    }
+
+
+def run_dir_for(table: str, key: str, out_root: Path) -> Path:
+    row = Cells(table).get(key)
+    if row is None:
+        sys.exit(f"cell {key!r} of {table!r} is not finished (no benchmarks/cells/{table}/{key}.json)")
+    set_key = key.removesuffix(RESAMPLED)
+    artifact = ARTIFACTS / table / set_key
+    if not (artifact / "manifest.json").is_file():
+        sys.exit(f"no saved set for {set_key!r} in {artifact}")
+    run = out_root / key
+    if run.exists():
+        shutil.rmtree(run)
+    shutil.copytree(artifact, run)
+    log = WORK / table / set_key / LOG_FILE
+    if log.is_file():
+        shutil.copy(log, run / LOG_FILE)
+    atomic_write_json(run / EVALUATION_FILE, {f"{key}-table": evaluation_entry(row["row"])})
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", default="dm_fashion_mnist")
+    parser.add_argument("--cells", nargs="+", required=True, help="cell keys (file names in benchmarks/cells/TABLE)")
+    parser.add_argument("--out", type=Path, default=ROOT.parent / "docs" / "example-report.html")
+    parser.add_argument("--title", default="distillset example report")
+    parser.add_argument("--caption", default="")
+    args = parser.parse_args()
+    runs = [Path(os.path.relpath(run_dir_for(args.table, key, WORK / "report"))) for key in args.cells]
+    path = build_report(runs, args.out, title=args.title, caption=args.caption)
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()
