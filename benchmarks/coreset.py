@@ -11,15 +11,16 @@ import time
 from pathlib import Path
 
 from common import command_line, markdown_table, write_results
-from table import Cell, run_table, total_seconds
-
 from distillset.coreset import select_coreset
+from table import Cell, run_table, total_seconds
 
 REFERENCE = [  # measured with VICO-UoE/DatasetCondensation evaluate_synset (5 models), from the issue
     {"dataset": "fashion-mnist", "method": "random", "ipc": 10, "metric": "test_accuracy", "mean": 74.5, "std": 0.6,
-     "source": "reference code (VICO-UoE/DatasetCondensation evaluate_synset), measured on this machine type by the issue author"},
+     "source": ("reference code (VICO-UoE/DatasetCondensation evaluate_synset), "
+                "measured on this machine type by the issue author")},
     {"dataset": "fashion-mnist", "method": "random", "ipc": 50, "metric": "test_accuracy", "mean": 84.0, "std": 0.2,
-     "source": "reference code (VICO-UoE/DatasetCondensation evaluate_synset), measured on this machine type by the issue author"},
+     "source": ("reference code (VICO-UoE/DatasetCondensation evaluate_synset), "
+                "measured on this machine type by the issue author")},
 ]
 
 

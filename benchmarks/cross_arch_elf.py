@@ -23,13 +23,12 @@ import torch
 
 from common import ROOT, Cells, command_line, markdown_table, mean_std, write_results
 from distill_table import build
-from table import ARTIFACTS, WORK, Cell
-
 from distillset.artifacts import load_run, save_run
 from distillset.data import load_dataset
 from distillset.data.base import DatasetSplits, ImageSet
 from distillset.evaluate import EvalConfig, evaluate_synthetic
 from distillset.evaluate.elf import ELFConfig, elf_feature_network, evaluate_elf
+from table import ARTIFACTS, WORK, Cell
 
 
 def synthetic_set(args: argparse.Namespace, splits: DatasetSplits) -> tuple[ImageSet, dict[str, Any], str]:

@@ -15,11 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common import command_line, markdown_table, write_results
-from table import Cell, run_table, total_seconds
-
 from distillset.coreset import select_coreset
 from distillset.coreset.prune import prune_pool
 from distillset.engine import Distiller, config_for_method
+from table import Cell, run_table, total_seconds
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
 # Speed settings of the distillation (not part of a cell's identity: they must not change results;
@@ -93,7 +92,8 @@ def main() -> None:
         md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(
             [{**p, "accuracy": f"{p['mean']} ± {p.get('std', '?')}"} for p in paper],
             ["dataset", "method", "ipc", "accuracy", "source"])
-    write_results(args.name, command_line(), rows, paper, max(total_seconds(args.name), time.perf_counter() - start), md)
+    write_results(args.name, command_line(), rows, paper,
+                  max(total_seconds(args.name), time.perf_counter() - start), md)
 
 
 if __name__ == "__main__":

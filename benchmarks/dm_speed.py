@@ -93,8 +93,9 @@ def main() -> None:
             synthetic = real.images[: info.num_classes * args.ipc].clone().requires_grad_(True)
             optimizer = torch.optim.SGD([synthetic], lr=1.0, momentum=0.5)
             dsa = DSA("color_crop_cutout_flip_scale_rotate")
-            times = time_steps(lambda i: reference_style_step(real, info, synthetic, optimizer, args.ipc,
-                                                              args.batch_real, generator, dsa, i),
+            times = time_steps(lambda i, synthetic=synthetic, optimizer=optimizer, generator=generator, dsa=dsa:
+                               reference_style_step(real, info, synthetic, optimizer, args.ipc,
+                                                    args.batch_real, generator, dsa, i),
                                args.iterations, args.warmup)
             settings = {"precision": "fp32", "compile": False}
         else:
@@ -102,7 +103,7 @@ def main() -> None:
                                        batch_real=args.batch_real, real_precision=args.real_precision,
                                        compile=args.compile)
             distiller = Distiller(real, info, config, device=args.device)
-            times = time_steps(lambda i: distiller.step(), args.iterations, args.warmup)
+            times = time_steps(lambda i, distiller=distiller: distiller.step(), args.iterations, args.warmup)
             settings = {"real_precision": args.real_precision, "compile": args.compile}
         median = statistics.median(times)
         line = {"impl": impl, "sec_per_iter_median": round(median, 4), "iterations": args.iterations,

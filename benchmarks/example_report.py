@@ -1,7 +1,8 @@
 """The example HTML report (docs/example-report.html) from finished benchmark cells.
 
     python benchmarks/example_report.py --table dm_fashion_mnist \
-        --cells fashion-mnist-dm-ipc10-it2000-s0 fashion-mnist-hdd-ipc10-it2000-s0 fashion-mnist-random-ipc10-it0-s0-resampled
+        --cells fashion-mnist-dm-ipc10-it2000-s0 fashion-mnist-hdd-ipc10-it2000-s0 \
+        fashion-mnist-random-ipc10-it0-s0-resampled
 
 Each cell becomes a run directory under benchmarks/work/report/ (the saved set and manifest, the distillation's
 log.jsonl when benchmarks/work still has it, and an evaluation.json made from the cell's evaluated models),
@@ -19,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, Cells
-from table import ARTIFACTS, WORK
-
 from distillset.artifacts import atomic_write_json
 from distillset.engine.distiller import LOG_FILE
 from distillset.evaluate.protocol import EVALUATION_FILE
 from distillset.report import build_report
+from table import ARTIFACTS, WORK
 
 RESAMPLED = "-resampled"
 

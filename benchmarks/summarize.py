@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from common import RESULTS, markdown_table
 
@@ -39,9 +38,11 @@ def main() -> None:
                  "model": r.get("model", ""), "metric": r["metric"], "ours": _value(r), "n": r.get("n", ""),
                  "setting": _setting(r)} for r in data["rows"]]
         if len(rows) > 40:
-            sections.append(f"{len(rows)} rows; see `{path.relative_to(RESULTS.parent.parent)}` and the `.md` beside it.\n")
+            sections.append(f"{len(rows)} rows; see `{path.relative_to(RESULTS.parent.parent)}` "
+                            "and the `.md` beside it.\n")
         elif rows:
-            sections.append(markdown_table(rows, ["dataset", "method", "ipc", "model", "metric", "ours", "n", "setting"]))
+            sections.append(markdown_table(rows,
+                                           ["dataset", "method", "ipc", "model", "metric", "ours", "n", "setting"]))
         if data.get("paper"):
             paper = [{"dataset": p.get("dataset", ""), "method": p.get("method", ""), "ipc": p.get("ipc", ""),
                       "metric": p.get("metric", ""), "reference / paper": _value(p), "source": p.get("source", "")}

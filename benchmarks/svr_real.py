@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import statsmodels.api as sm
-from common import ROOT, Cells, command_line, markdown_table, write_results
 from sklearn.datasets import load_diabetes
 from sklearn.model_selection import ShuffleSplit
+
+from common import ROOT, Cells, command_line, markdown_table, write_results
 from svr_simulations import (
     COMPARISON_COLUMNS,
     COMPARISON_NOTE,

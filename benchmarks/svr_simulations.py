@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from common import ROOT, Cells, command_line, markdown_table, mean_std, write_results
 from sklearn.base import RegressorMixin
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.model_selection import GridSearchCV, KFold
@@ -28,6 +27,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
+from common import ROOT, Cells, command_line, markdown_table, mean_std, write_results
 from distillset.svr import WorkingLikelihoodSVR, epsilon_laplace
 
 NAME = "svr_simulations"

@@ -35,7 +35,8 @@ def _held_out_dm_distance(real: ImageSet, synthetic: ImageSet) -> float:
         for seed in range(5):
             net = get_network("convnet3", 1, 3, (8, 8), seed=10_000 + seed)
             for c in range(3):
-                diff = net.embed(real.images[real.labels == c]).mean(0) - net.embed(synthetic.images[synthetic.labels == c]).mean(0)
+                diff = (net.embed(real.images[real.labels == c]).mean(0)
+                        - net.embed(synthetic.images[synthetic.labels == c]).mean(0))
                 total += float(diff.pow(2).sum())
     return total
 

@@ -302,7 +302,8 @@ def test_patch_conv_follows_bf16_autocast_and_names_a_wrong_input() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = conv(x)
     assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1), atol=0.05, rtol=0.02)
+    torch.testing.assert_close(y.float(), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1),
+                               atol=0.05, rtol=0.02)
     with pytest.raises(ValueError, match=r"expects \(N, 1, H, W\)"):
         conv(torch.randn(2, 3, 8, 8))
 

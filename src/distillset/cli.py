@@ -117,7 +117,9 @@ def coreset(
 
 @app.command()
 def distill(
-    method: Annotated[str, typer.Option(help="dm, hdd, idm, idm+hdd, csdm, cfm, ... (see `distillset methods`).")] = "dm",
+    method: Annotated[
+        str, typer.Option(help="dm, hdd, idm, idm+hdd, csdm, cfm, ... (see `distillset methods`).")
+    ] = "dm",
     dataset: Annotated[str, typer.Option(help="Dataset name (see `distillset datasets`).")] = "fashion-mnist",
     ipc: Annotated[int, typer.Option(help="Images per class.")] = 10,
     iterations: Annotated[int, typer.Option(help="Distillation iterations.")] = 2000,
@@ -319,11 +321,17 @@ def inspect(
 @app.command()
 def spectrum(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
-    out: Annotated[Optional[Path], typer.Option(help="PNG path (default run/spectrum.png; eigenvalues beside it as .json).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="PNG path (default run/spectrum.png; eigenvalues beside it as .json).")
+    ] = None,
     model: Annotated[str, typer.Option(help="Network whose features are compared.")] = "convnet3",
-    trained_epochs: Annotated[int, typer.Option(help="0: a random network (seeded); N: trained N epochs on the real data.")] = 0,
+    trained_epochs: Annotated[
+        int, typer.Option(help="0: a random network (seeded); N: trained N epochs on the real data.")
+    ] = 0,
     real_per_class: Annotated[int, typer.Option(help="Real images per class drawn for the real spectrum.")] = 500,
-    per_class: Annotated[bool, typer.Option("--per-class", help="One panel per class instead of the pooled spectrum.")] = False,
+    per_class: Annotated[
+        bool, typer.Option("--per-class", help="One panel per class instead of the pooled spectrum.")
+    ] = False,
     data_root: DataRoot = None,
     seed: Seed = 0,
     device: Device = "cpu",
@@ -403,7 +411,8 @@ def demo(
     save_run(out / "random", sets["random"], method="random", dataset=dataset, ipc=ipc, seed=seed,
              config={"method": "random"}, wall_seconds=0.0, extra={"kind": "coreset"})
     eval_config = EvalConfig(epochs=epochs, num_models=num_models, seed=seed)
-    summary: dict[str, Any] = {"dataset": dataset, "ipc": ipc, "iterations": iterations, "evaluation": asdict(eval_config)}
+    summary: dict[str, Any] = {"dataset": dataset, "ipc": ipc, "iterations": iterations,
+                               "evaluation": asdict(eval_config)}
     lines = [f"# distillset demo: {dataset}, IPC {ipc}", "",
              f"DM {iterations} iterations; ConvNet-3 trained {epochs} epochs, {num_models} models per set "
              "(final-epoch test accuracy).", "", "| set | accuracy (%) |", "|---|---|"]

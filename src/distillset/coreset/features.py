@@ -61,4 +61,5 @@ def extract_features(net: nn.Module, images: Tensor, batch_size: int = 1000) -> 
     """``net.embed`` features of ``images`` (no augmentation), on the CPU."""
     net.eval()
     device = next(net.parameters()).device
-    return torch.cat([net.embed(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
+    return torch.cat([net.embed(images[i : i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(images), batch_size)])

@@ -11,4 +11,11 @@ def config_for_method(method: str, **overrides) -> DistillConfig:
     return DistillConfig(**{**settings, **overrides, "objective_params": params})
 
 
-__all__ = ["CheckpointMismatchError", "DistillConfig", "Distiller", "config_for_method", "method_names", "resolve_method"]
+__all__ = [
+    "CheckpointMismatchError",
+    "DistillConfig",
+    "Distiller",
+    "config_for_method",
+    "method_names",
+    "resolve_method",
+]

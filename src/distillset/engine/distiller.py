@@ -165,7 +165,9 @@ class Distiller:
         picks = members[torch.randperm(len(members), generator=self.generator)[: self.config.batch_real]]
         return self.real_images[picks]
 
-    def _embed_classes(self, sampled: SampledNetwork, classes: Sequence[int]) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    def _embed_classes(
+        self, sampled: SampledNetwork, classes: Sequence[int]
+    ) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Real and synthetic features per class (one forward pass each), and the augmented synthetic images."""
         c = self.config
         positions = [self.classes.index(cls) for cls in classes]
@@ -196,7 +198,9 @@ class Distiller:
         real, syn, syn_images = self._embed_classes(sampled, classes)
         loss = self.objective.loss(real, syn, classes, context)
         if self.config.ce_weight > 0:
-            labels = torch.tensor(classes, device=self.device).repeat_interleave(self.config.ipc * self.config.expansion_factor**2)
+            labels = torch.tensor(classes, device=self.device).repeat_interleave(
+                self.config.ipc * self.config.expansion_factor**2
+            )
             ce = F.cross_entropy(sampled.net(syn_images), labels)
             loss = loss + self.config.ce_weight * sampled.train_accuracy * ce
         return loss

@@ -7,7 +7,6 @@ of low-resolution images, each upsampled back to full size, so one stored image 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -20,7 +19,9 @@ def expand(stored: Tensor, factor: int) -> Tensor:
     if h % factor or w % factor:
         raise ValueError(f"image size {h}x{w} is not divisible by the expansion factor {factor}")
     ph, pw = h // factor, w // factor
-    patches = stored.reshape(n, c, factor, ph, factor, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * factor * factor, c, ph, pw)
+    patches = (
+        stored.reshape(n, c, factor, ph, factor, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * factor * factor, c, ph, pw)
+    )
     return F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False)
 
 

@@ -10,7 +10,6 @@ from torch import nn
 from distillset.nets.base import StagedNetwork
 from distillset.nets.layers import PatchConv2d, make_activation, make_norm, make_pooling
 
-
 # First convs with at most this many input channels run as PatchConv2d. Measured (docs/networks.md): a gain
 # for greyscale input; for RGB the compiled unfold backward to the input (synthetic images) is ~2x slower.
 PATCH_CONV_MAX_CHANNELS = 1
