@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup data demo test bench-speed clean
+.PHONY: setup data demo test lint bench-speed clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ demo: setup data
 
 test: setup
 	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src benchmarks tests
 
 bench-speed: setup
 	$(PY) benchmarks/dm_speed.py --dataset fashion-mnist --ipc 10 --batch-real 256 --iterations 10
