@@ -14,6 +14,7 @@ from distillset.nets import (
     get_network,
     instance_norm,
     network_names,
+    unfolded_conv2d,
 )
 from distillset.registry import UnknownNameError
 
@@ -278,13 +279,16 @@ def test_patch_conv_equals_conv2d_forward_and_backward(channels: int, kernel: in
     reference = nn.Conv2d(channels, 8, kernel, stride=stride, padding=padding, bias=bias).double()
     patch = PatchConv2d(channels, 8, kernel, stride=stride, padding=padding, bias=bias).double()
     patch.load_state_dict(reference.state_dict())
-    patch.force_unfold = True
     x = torch.randn(3, channels, 13, 11, dtype=torch.float64)
     outputs, grads = [], []
-    for conv in (reference, patch):
+
+    def unfolded(xi: Tensor) -> Tensor:
+        return unfolded_conv2d(xi, patch.weight, patch.bias, patch.stride, patch.padding)
+
+    for conv, forward in ((reference, reference), (patch, unfolded)):
         conv.zero_grad()
         xi = x.clone().requires_grad_()
-        y = conv(xi)
+        y = forward(xi)
         y.backward(torch.ones_like(y) * torch.linspace(-1, 1, y.shape[-1], dtype=torch.float64))
         outputs.append(y)
         grads.append([xi.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
@@ -297,10 +301,9 @@ def test_patch_conv_equals_conv2d_forward_and_backward(channels: int, kernel: in
 def test_patch_conv_follows_bf16_autocast_and_names_a_wrong_input() -> None:
     torch.manual_seed(5)
     conv = PatchConv2d(1, 4, 3, padding=1)
-    conv.force_unfold = True
     x = torch.randn(2, 1, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = conv(x)
+        y = unfolded_conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1),
                                atol=0.05, rtol=0.02)

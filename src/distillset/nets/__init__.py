@@ -14,7 +14,7 @@ import torch
 
 from distillset.nets.base import StagedNetwork
 from distillset.nets.convnet import ConvNet
-from distillset.nets.layers import InstanceNorm2d, PatchConv2d, instance_norm
+from distillset.nets.layers import InstanceNorm2d, PatchConv2d, instance_norm, unfolded_conv2d
 from distillset.nets.mlp import MLP
 from distillset.nets.resnet import ResNet, resnet18, resnet_ap10
 from distillset.registry import Registry
@@ -82,4 +82,5 @@ __all__ = [
     "network_names",
     "resnet18",
     "resnet_ap10",
+    "unfolded_conv2d",
 ]

@@ -66,12 +66,24 @@ def instance_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor
     return torch.addcmul(bias.float().view(1, -1, 1, 1), centred, scale).to(x.dtype)
 
 
+def unfolded_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+                    padding: tuple[int, int]) -> Tensor:
+    """``F.conv2d`` (groups 1, zero padding, dilation 1) as one matrix product over unfolded patches (im2col)."""
+    (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
+    out_h, out_w = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+    columns = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (N, C*kh*kw, L)
+    out = torch.matmul(weight.flatten(1).to(columns.dtype), columns)  # (N, out_channels, L)
+    if bias is not None:
+        out = out + bias.to(out.dtype)[:, None]
+    return out.view(x.shape[0], weight.shape[0], out_h, out_w)
+
+
 class PatchConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that, under ``torch.compile``, runs as one matrix product over unfolded patches (im2col).
+    """``nn.Conv2d`` that, under ``torch.compile``, runs as :func:`unfolded_conv2d`.
 
     Same parameters, state-dict keys, initialisation and result (up to summation order) as
-    ``nn.Conv2d``; used for first layers with few input channels (1-3), where oneDNN's direct
-    convolution is memory-bound and slow on CPU. Compiled, the unfolded form makes ConvNet-3's bf16
+    ``nn.Conv2d``; ConvNet uses it for a greyscale first layer, where oneDNN's direct convolution
+    is memory-bound and slow on CPU. Compiled, the unfolded form makes ConvNet-3's bf16
     real-feature pass on Fashion-MNIST ~20% and its training step ~25% faster (docs/networks.md);
     in eager mode it is not faster, so eager calls use the ordinary convolution.
     Supports ``groups=1``, zero padding and dilation 1 only.
@@ -80,20 +92,13 @@ class PatchConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
                  padding: int = 0, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
-        self.force_unfold = False  # take the unfolded path in eager mode too (tests)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
-        if not (torch.compiler.is_compiling() or self.force_unfold):
+        if not torch.compiler.is_compiling():
             return super().forward(x)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        out_h, out_w = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
-        columns = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # (N, C*kh*kw, L)
-        out = torch.matmul(self.weight.flatten(1).to(columns.dtype), columns)  # (N, out_channels, L)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)[:, None]
-        return out.view(x.shape[0], self.out_channels, out_h, out_w)
+        return unfolded_conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 def make_norm(kind: str, channels: int, spatial: tuple[int, int]) -> nn.Module | None:
