@@ -76,13 +76,15 @@ def run_table(
         if cache_key not in splits_cache:
             splits_cache[cache_key] = load_dataset(cell.dataset, data_root, imbalance=imbalance, seed=cell.seed)
         splits = splits_cache[cache_key]
-        accuracies, per_class, train_seconds, build_seconds = [], [], [], {}
+        accuracies, per_class, train_seconds = [], [], []
+        build_seconds: dict[str, float] = {}  # per set of this cell (one, or one per model when resampled)
         for index in range(num_models):
             set_cell = cell.set_cell(index)
+            if set_cell.key not in build_seconds:
+                synthetic, build_seconds[set_cell.key] = _load_or_build(name, set_cell, splits, build)
             model_key = f"{set_cell.key}-{cell.model}-e{epochs}-m{index}"
             record = models.get(model_key)
             if record is None:
-                synthetic, build_seconds[set_cell.key] = _load_or_build(name, set_cell, splits, build)
                 config = EvalConfig(model=cell.model, epochs=epochs, num_models=1, seed=cell.seed * 100 + index,
                                     precision=precision, compile=compile)
                 result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=device)
@@ -90,8 +92,6 @@ def run_table(
                           "train_seconds": result.models[0].train_seconds, "precision": precision, "compile": compile}
                 models.put(model_key, record)
                 print(f"[{name}] {model_key}: {record['accuracy']:.2f}% ({record['train_seconds']:.0f} s)", flush=True)
-            elif set_cell.key not in build_seconds:
-                build_seconds[set_cell.key] = _load_or_build(name, set_cell, splits, build)[1]
             accuracies.append(record["accuracy"])
             per_class.append(record["per_class"])
             train_seconds.append(record["train_seconds"])
