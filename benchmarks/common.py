@@ -72,8 +72,8 @@ def command_line() -> str:
 class Cells:
     """Finished cells of one benchmark, one JSON file each."""
 
-    def __init__(self, name: str, root: Path = CELLS) -> None:
-        self.dir = root / name
+    def __init__(self, name: str, root: Path | None = None) -> None:
+        self.dir = (root or CELLS) / name
 
     @staticmethod
     def _file(key: str) -> str:

@@ -44,15 +44,19 @@ def main() -> None:
     name = args.name or f"coreset_{args.dataset.replace('-', '_')}"
     cells = [Cell(args.dataset, m, ipc, resample=m == "random") for ipc in args.ipc for m in args.methods]
     start = time.perf_counter()
-    rows = run_table(name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
-                     precision=args.precision, compile=args.eval_compile)
-    rows.sort(key=lambda r: (r["ipc"], args.methods.index(r["method"]) if r["method"] in args.methods else 99))
-    table = [{"method": r["method"], "ipc": r["ipc"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
-              "epochs": r["epochs"]} for r in rows]
-    md = markdown_table(table, ["method", "ipc", "accuracy", "n", "epochs"])
-    md += "\nReference (issue author, reference code): random IPC 10 74.5 ± 0.6, IPC 50 84.0 ± 0.2.\n"
-    write_results(name, command_line(), rows, REFERENCE, max(total_seconds(name), time.perf_counter() - start), md)
 
+    def write(rows: list[dict]) -> None:
+        rows = sorted(rows, key=lambda r: (r["ipc"], args.methods.index(r["method"])
+                                           if r["method"] in args.methods else 99))
+        table = [{"method": r["method"], "ipc": r["ipc"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}",
+                  "n": r["n"], "epochs": r["epochs"]} for r in rows]
+        md = markdown_table(table, ["method", "ipc", "accuracy", "n", "epochs"])
+        md += "\nReference (issue author, reference code): random IPC 10 74.5 ± 0.6, IPC 50 84.0 ± 0.2.\n"
+        write_results(name, command_line(), rows, REFERENCE, max(total_seconds(name), time.perf_counter() - start),
+                      md)
+
+    write(run_table(name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
+                    precision=args.precision, compile=args.eval_compile, on_cell=write))
 
 if __name__ == "__main__":
     main()

@@ -79,22 +79,25 @@ def main() -> None:
                     cells += [Cell(args.dataset, method, ipc, iterations=iterations,
                                    extra={**extra, "prune": rule, "keep": args.keep}) for rule in args.prune]
     start = time.perf_counter()
-    rows = run_table(args.name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
-                     precision=args.precision, compile=args.eval_compile)
-    rows.sort(key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"]))
-    table = [{"method": r["method"], "ipc": r["ipc"], "imbalance": r["extra"].get("imbalance", ""),
-              "real pool": f"{r['extra']['prune']} {r['extra']['keep']:.0%}" if "prune" in r["extra"] else "full",
-              "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
-              "distill s": r["extra"]["build_seconds"]} for r in rows]
-    md = markdown_table(table, ["method", "ipc", "imbalance", "real pool", "iterations", "accuracy", "n", "distill s"])
     paper = json.loads(PAPER_FILE.read_text()).get(args.name, []) if PAPER_FILE.is_file() else []
-    if paper:
-        md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(
-            [{**p, "accuracy": f"{p['mean']} ± {p.get('std', '?')}"} for p in paper],
-            ["dataset", "method", "ipc", "accuracy", "source"])
-    write_results(args.name, command_line(), rows, paper,
-                  max(total_seconds(args.name), time.perf_counter() - start), md)
 
+    def write(rows: list[dict]) -> None:
+        rows = sorted(rows, key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"]))
+        table = [{"method": r["method"], "ipc": r["ipc"], "imbalance": r["extra"].get("imbalance", ""),
+                  "real pool": f"{r['extra']['prune']} {r['extra']['keep']:.0%}" if "prune" in r["extra"] else "full",
+                  "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
+                  "distill s": r["extra"]["build_seconds"]} for r in rows]
+        md = markdown_table(table, ["method", "ipc", "imbalance", "real pool", "iterations", "accuracy", "n",
+                                    "distill s"])
+        if paper:
+            md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(
+                [{**p, "accuracy": f"{p['mean']} ± {p.get('std', '?')}"} for p in paper],
+                ["dataset", "method", "ipc", "accuracy", "source"])
+        write_results(args.name, command_line(), rows, paper,
+                      max(total_seconds(args.name), time.perf_counter() - start), md)
+
+    write(run_table(args.name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
+                    precision=args.precision, compile=args.eval_compile, on_cell=write))
 
 if __name__ == "__main__":
     main()

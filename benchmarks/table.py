@@ -62,8 +62,12 @@ def run_table(
     precision: str = "fp32",
     compile: bool = False,
     data_root: Path | None = None,
+    on_cell: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every unfinished cell; returns all finished cells' rows (RESULTS.md format)."""
+    """Run every unfinished cell; returns all finished cells' rows (RESULTS.md format).
+
+    ``on_cell`` is called with the rows of all finished cells each time a cell finishes, so the result
+    file can be rewritten as the table fills instead of only at the end of a run of many hours."""
     done = Cells(name)
     models = Cells(f"{name}/models")
     splits_cache: dict[tuple[str, Any], DatasetSplits] = {}
@@ -112,6 +116,12 @@ def run_table(
             },
             "seconds": sum(build_seconds.values()) + sum(train_seconds),
         })
+        if on_cell is not None:
+            on_cell(_rows(done))
+    return _rows(done)
+
+
+def _rows(done: Cells) -> list[dict[str, Any]]:
     return [c["row"] for c in done.all() if "row" in c]
 
 

@@ -1,3 +1,6 @@
+import os
+import signal
+
 import pytest
 import torch
 
@@ -105,6 +108,40 @@ def test_ctrl_c_saves_a_checkpoint(real, tmp_path, exploding):
         distiller.run()
     again = Distiller(real, INFO, config, out_dir=tmp_path)
     assert again.load_checkpoint() and again.iteration == 3
+
+
+class _SignalsItself(MatchingObjective):
+    """DM's mean matching that sends ``signum`` to its own process once, during iteration ``at``."""
+
+    def __init__(self, signum: int, at: int = 1) -> None:
+        self.signum, self.at, self.sent = signum, at, False
+
+    def class_loss(self, real, synthetic, class_index, context):
+        if context.iteration == self.at and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+        return (real.mean(0) - synthetic.mean(0)).pow(2).sum()
+
+
+@pytest.mark.parametrize("signum, error", [(signal.SIGTERM, SystemExit), (signal.SIGINT, KeyboardInterrupt)])
+def test_signal_finishes_the_iteration_checkpoints_and_resumes_bit_for_bit(real, tmp_path, signum, error):
+    OBJECTIVES._entries["test-signals"] = _SignalsItself
+    try:
+        def config(signum: int) -> DistillConfig:
+            return _config(objective="test-signals", objective_params={"signum": signum}, iterations=4,
+                           checkpoint_every=0, step_per_class=True)
+
+        expected = Distiller(real, INFO, config(0)).run().images  # signal 0: nothing is sent
+        with pytest.raises(error) as stopped:
+            Distiller(real, INFO, config(int(signum)), out_dir=tmp_path).run()
+        if error is SystemExit:
+            assert stopped.value.code == 143
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+        resumed = Distiller(real, INFO, config(int(signum)), out_dir=tmp_path)
+        assert resumed.load_checkpoint() and resumed.iteration == 2  # iteration 1 (0-based) completed
+        assert torch.equal(resumed.run(resume=True).images, expected)
+    finally:
+        del OBJECTIVES._entries["test-signals"]
 
 
 def test_class_shard_distils_only_its_classes(real):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -236,24 +238,34 @@ class Distiller:
 
     # ------------------------------------------------------------ long runs
     def run(self, *, resume: bool = False) -> ImageSet:
-        """Run to ``config.iterations``, checkpointing; returns the synthetic set."""
+        """Run to ``config.iterations``, checkpointing; returns the synthetic set.
+
+        Ctrl-C (SIGINT) or SIGTERM finishes the current iteration, writes a checkpoint and stops (raising
+        KeyboardInterrupt, or SystemExit(143) for SIGTERM), so ``resume=True`` continues bit-for-bit. A second
+        signal stops at once; the checkpoint then still saves the pixels but may hold a half-done iteration."""
         if resume:
             self.load_checkpoint()
         c = self.config
         bar = tqdm(total=c.iterations, initial=self.iteration, desc=f"distill {c.objective}", disable=not self.progress)
         try:
-            while self.iteration < c.iterations:
-                start = time.perf_counter()
-                values = self.step()
-                self.elapsed += time.perf_counter() - start
-                bar.update(1)
-                bar.set_postfix(loss=f"{values['loss']:.4g}")
-                if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
-                    self._log({"iteration": self.iteration, "seconds": round(self.elapsed, 3), **values})
-                if self.evaluate is not None and self.evaluate_every and self.iteration % self.evaluate_every == 0:
-                    self._log({"iteration": self.iteration, **self.evaluate(self.synthetic_set())})
-                if c.checkpoint_every and self.iteration % c.checkpoint_every == 0:
-                    self.save_checkpoint()
+            with _stop_signals_deferred() as stop:
+                while self.iteration < c.iterations:
+                    start = time.perf_counter()
+                    values = self.step()
+                    self.elapsed += time.perf_counter() - start
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['loss']:.4g}")
+                    if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
+                        self._log({"iteration": self.iteration, "seconds": round(self.elapsed, 3), **values})
+                    if self.evaluate is not None and self.evaluate_every and self.iteration % self.evaluate_every == 0:
+                        self._log({"iteration": self.iteration, **self.evaluate(self.synthetic_set())})
+                    if c.checkpoint_every and self.iteration % c.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    if stop:
+                        self.save_checkpoint()
+                        if stop[0] == signal.SIGTERM:
+                            raise SystemExit(128 + signal.SIGTERM)
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.save_checkpoint()
             raise
@@ -313,3 +325,30 @@ class Distiller:
         self.iteration = int(metadata["iteration"])
         self.elapsed = float(metadata.get("elapsed", "0"))
         return True
+
+
+@contextlib.contextmanager
+def _stop_signals_deferred():
+    """Record SIGINT/SIGTERM in the yielded list instead of stopping mid-iteration; the first signal restores
+    the previous handlers, so a second one acts at once. Outside the main thread, nothing is changed."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in watched}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def record(signum: int, frame: object) -> None:
+        received.append(signum)
+        restore()
+
+    for signum in watched:
+        signal.signal(signum, record)
+    try:
+        yield received
+    finally:
+        restore()
