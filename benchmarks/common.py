@@ -36,6 +36,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def git_commit() -> str:
+    """HEAD of this checkout, or ``$BENCH_COMMIT`` where that is set (a copy without .git, e.g. a GPU box)."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()

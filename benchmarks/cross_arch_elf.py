@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--feature-train-size", type=int, default=10000,
                         help="class-balanced real images for the feature network (0 = whole train split)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="fp32", help="evaluation training precision (fp32 or bf16)")
+    parser.add_argument("--eval-compile", action="store_true", help="torch.compile the evaluated networks")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,14 +78,16 @@ def main() -> None:
     feature_net = elf_feature_network(splits, elf, device=args.device, progress=True) if args.elf_archs else None
     models = Cells(f"{args.name}/models")
     settings = [(arch, False) for arch in args.archs] + [(arch, True) for arch in args.elf_archs]
+    speed_tag = ("" if args.precision == "fp32" else f"-{args.precision}") + ("-compiled" if args.eval_compile else "")
     rows, table = [], []
     for arch, use_elf in settings:
         records = []
         for index in range(args.models):
-            key = f"{set_key}-{arch}-{elf_tag if use_elf else 'plain'}-e{args.epochs}-m{index}"
+            key = f"{set_key}-{arch}-{elf_tag if use_elf else 'plain'}-e{args.epochs}{speed_tag}-m{index}"
             record = models.get(key)
             if record is None:
-                config = EvalConfig(model=arch, epochs=args.epochs, num_models=1, seed=index, precision=args.precision)
+                config = EvalConfig(model=arch, epochs=args.epochs, num_models=1, seed=index, precision=args.precision,
+                                    compile=args.eval_compile)
                 if use_elf:
                     result = evaluate_elf(synthetic, splits, config, elf, device=args.device, feature_net=feature_net)
                 else:
@@ -102,6 +105,7 @@ def main() -> None:
             "set_sha256": manifest["tensors"]["sha256"], "accuracies": [round(a, 2) for a in accuracies],
             "per_class": [round(a, 2) for a in torch.tensor([r["per_class"] for r in records]).mean(0).tolist()],
             "accuracy_reported": "final_epoch", "train_seconds": round(sum(r["train_seconds"] for r in records), 1),
+            "eval_precision": args.precision, "eval_compile": args.eval_compile,
         }
         if use_elf:
             extra["elf_config"] = records[0]["config"]["elf"]
@@ -111,14 +115,16 @@ def main() -> None:
                      "extra": extra})
         table.append({"model": arch + (" + ELF" if use_elf else ""), "epochs": args.epochs,
                       "accuracy": f"{mean:.1f} ± {std:.1f}", "n": len(records)})
-    md = (f"Set: {manifest['method']} {manifest['dataset']} IPC {manifest['ipc']} ({set_key}). "
-          f"Final-epoch test accuracy after {args.epochs} evaluation epochs"
-          + (" (protocol: 1000; fewer here for CPU time)" if args.epochs < 1000 else "")
-          + f". ELF feature network: ConvNet-3 width {elf.feature_width}, {elf.feature_epochs} epochs on "
-          f"{elf.feature_train_size or 'all'} real images.\n\n"
-          + markdown_table(table, ["model", "epochs", "accuracy", "n"]))
-    seconds = sum(r["extra"]["train_seconds"] for r in rows)
-    write_results(args.name, command_line(), rows, [], max(seconds, time.perf_counter() - start), md)
+        md = (f"Set: {manifest['method']} {manifest['dataset']} IPC {manifest['ipc']} ({set_key}). "
+              f"Final-epoch test accuracy after {args.epochs} evaluation epochs"
+              + (" (protocol: 1000; fewer here for CPU time)" if args.epochs < 1000 else "")
+              + f", {args.precision}{' + torch.compile' if args.eval_compile else ''}"
+              + f". ELF feature network: ConvNet-3 width {elf.feature_width}, {elf.feature_epochs} epochs on "
+              f"{elf.feature_train_size or 'all'} real images.\n\n"
+              + markdown_table(table, ["model", "epochs", "accuracy", "n"]))
+        seconds = sum(r["extra"]["train_seconds"] for r in rows)
+        # rewritten after every architecture, so a long run that stops keeps its finished rows
+        write_results(args.name, command_line(), rows, [], max(seconds, time.perf_counter() - start), md)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def distill(
     device: Device = "cpu",
     data_root: DataRoot = None,
 ) -> None:
-    """Distil a synthetic set (resumable; Ctrl-C saves a checkpoint)."""
+    """Distil a synthetic set (resumable; Ctrl-C or SIGTERM saves a checkpoint)."""
     from distillset.engine import CheckpointMismatchError, Distiller, config_for_method
 
     dev = _device(device)
