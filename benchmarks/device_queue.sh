@@ -37,6 +37,8 @@ queue() {  # highest priority first; each line is one resumable table command
     python3 benchmarks/distill_table.py --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 10 50 $GPU
     python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods random dm hdd idm idm+hdd --ipc 10 50 $GPU
     python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods dm hdd --ipc 1 $GPU
+    python3 benchmarks/cross_arch_elf.py --set benchmarks/artifacts/dm_fashion_mnist/fashion-mnist-dm-ipc10-it2000-s0 \
+        --epochs 1000 $GPU
 }
 export -f queue
 export GPU
