@@ -17,8 +17,8 @@ from pathlib import Path
 from common import command_line, markdown_table, write_results
 from distillset.coreset import select_coreset
 from distillset.coreset.prune import prune_pool
-from distillset.engine import Distiller, config_for_method
-from table import Cell, run_table, total_seconds
+from distillset.engine import Distiller, config_for_method, run_together
+from table import WORK, Cell, run_table, save_set, set_saved, total_seconds
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
 # Speed settings of the distillation (not part of a cell's identity: they must not change results;
@@ -26,20 +26,59 @@ PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
 FAST = {"real_precision": "bf16", "compile": True}
 
 
+def _config(cell: Cell):
+    params = {k[6:]: v for k, v in cell.extra.items() if k.startswith("param_")}
+    return config_for_method(cell.method, ipc=cell.ipc, iterations=cell.iterations, seed=cell.seed,
+                             objective_params=params, real_precision=FAST["real_precision"],
+                             compile=FAST["compile"] and not cell.method.startswith("idm"))
+
+
 def build(cell: Cell, splits, work: Path):
     if cell.method == "random":
         subset = select_coreset(splits, "random", cell.ipc, seed=cell.seed)
         return subset, {"method": "random"}
-    params = {k[6:]: v for k, v in cell.extra.items() if k.startswith("param_")}
     real = splits.train
     if "keep" in cell.extra:
         real, _ = prune_pool(real, splits.info, cell.extra["keep"], cell.extra["prune"], num_nets=1, seed=cell.seed)
-    config = config_for_method(cell.method, ipc=cell.ipc, iterations=cell.iterations, seed=cell.seed,
-                               objective_params=params, real_precision=FAST["real_precision"],
-                               compile=FAST["compile"] and not cell.method.startswith("idm"))
-    distiller = Distiller(real, splits.info, config, out_dir=work, progress=False)
-    synthetic = distiller.run(resume=True)
+    config = _config(cell)
+    synthetic = Distiller(real, splits.info, config, out_dir=work, progress=False).run(resume=True)
     return synthetic, asdict(config)
+
+
+def shares_real_pass(cell: Cell) -> bool:
+    """Cells distilled with fresh random networks from the full real pool (engine.run_together)."""
+    return cell.method != "random" and not cell.method.startswith("idm") and "keep" not in cell.extra
+
+
+def grouped_builder(name: str, cells: list[Cell]):
+    """``build``, except that a cell distilled from the same real data as other unfinished cells (same
+    dataset, imbalance, seed and objective parameters; any method, IPC or iteration count) is distilled
+    together with them in lockstep, sharing the real-feature pass (engine.run_together: each set is exactly
+    what it would be alone). All sets of the group are saved; each records the group and its share of the
+    wall time."""
+
+    def group_of(cell: Cell) -> list[Cell]:
+        return [other for other in cells if shares_real_pass(other) and other.dataset == cell.dataset
+                and other.seed == cell.seed and other.extra == cell.extra
+                and (other == cell or not set_saved(name, other))]
+
+    def build_grouped(cell: Cell, splits, work: Path):
+        group = group_of(cell) if shares_real_pass(cell) else [cell]
+        if len(group) == 1:
+            return build(cell, splits, work)
+        start = time.perf_counter()
+        distillers = [Distiller(splits.train, splits.info, _config(member), out_dir=WORK / name / member.key,
+                                progress=False) for member in group]
+        print(f"[{name}] distilling together (one real pass): {', '.join(m.key for m in group)}", flush=True)
+        sets = run_together(distillers, resume=True)
+        seconds = time.perf_counter() - start
+        keys = [m.key for m in group]
+        for member, distiller, synthetic in zip(group, distillers, sets, strict=True):
+            config = {**asdict(distiller.config), "distilled_with": keys, "group_wall_seconds": round(seconds, 1)}
+            save_set(name, member, synthetic, config, seconds / len(group))
+        return sets[group.index(cell)], {}
+
+    return build_grouped
 
 
 def main() -> None:
@@ -62,6 +101,9 @@ def main() -> None:
     parser.add_argument("--real-precision", default=FAST["real_precision"], choices=["fp32", "bf16"],
                         help="precision of the distillation's no-grad real-feature pass")
     parser.add_argument("--no-compile", action="store_true", help="do not torch.compile the embedding network")
+    parser.add_argument("--separately", action="store_true",
+                        help="distil every cell on its own instead of sharing the real pass (engine.run_together) "
+                             "between cells of the same real data")
     args = parser.parse_args()
     FAST.update(real_precision=args.real_precision, compile=not args.no_compile)
     extra_params = {f"param_{k}": json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
@@ -96,7 +138,8 @@ def main() -> None:
         write_results(args.name, command_line(), rows, paper,
                       max(total_seconds(args.name), time.perf_counter() - start), md)
 
-    write(run_table(args.name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
+    builder = build if args.separately else grouped_builder(args.name, cells)
+    write(run_table(args.name, cells, builder, num_models=args.models, epochs=args.epochs, device=args.device,
                     precision=args.precision, compile=args.eval_compile, on_cell=write))
 
 if __name__ == "__main__":

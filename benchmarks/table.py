@@ -126,18 +126,27 @@ def _rows(done: Cells) -> list[dict[str, Any]]:
 
 
 def _load_or_build(name: str, cell: Cell, splits: DatasetSplits, build: SetBuilder) -> tuple[ImageSet, float]:
-    """The cell's set from its saved artifact, or built (and saved) now; with the seconds building took."""
+    """The cell's set from its saved artifact, or built (and saved) now; with the seconds building took.
+    A builder may save the sets it builds itself (several at once, :func:`save_set`)."""
     artifact = ARTIFACTS / name / cell.key
-    if (artifact / "manifest.json").is_file():
-        synthetic, manifest = load_run(artifact)
-        return synthetic, manifest["wall_seconds"]
-    start = time.perf_counter()
-    synthetic, config = build(cell, splits, WORK / name / cell.key)
-    seconds = time.perf_counter() - start
-    save_run(artifact, synthetic, method=cell.method, dataset=cell.dataset, ipc=cell.ipc, seed=cell.seed,
-             config=config, wall_seconds=seconds, extra={"cell": cell.key})
+    if not (artifact / "manifest.json").is_file():
+        start = time.perf_counter()
+        synthetic, config = build(cell, splits, WORK / name / cell.key)
+        if not (artifact / "manifest.json").is_file():
+            save_set(name, cell, synthetic, config, time.perf_counter() - start)
+    synthetic, manifest = load_run(artifact)
+    return synthetic, manifest["wall_seconds"]
+
+
+def set_saved(name: str, cell: Cell) -> bool:
+    return (ARTIFACTS / name / cell.key / "manifest.json").is_file()
+
+
+def save_set(name: str, cell: Cell, synthetic: ImageSet, config: dict[str, Any], seconds: float) -> None:
+    """Store a finished set under ``benchmarks/artifacts/<name>/<cell key>``."""
+    save_run(ARTIFACTS / name / cell.key, synthetic, method=cell.method, dataset=cell.dataset, ipc=cell.ipc,
+             seed=cell.seed, config=config, wall_seconds=seconds, extra={"cell": cell.key})
     print(f"[{name}] {cell.key}: set ready ({len(synthetic)} images, {seconds:.0f} s)", flush=True)
-    return synthetic, seconds
 
 
 def total_seconds(name: str) -> float:

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 common = pytest.importorskip("common")
@@ -55,3 +56,27 @@ def test_run_table_resumes_and_writes_after_each_cell(tables):
     stamp = json.loads(record.read_text())["accuracy"]
     rebuilt = table.run_table("t", cells[:1], _counting_builder(calls), num_models=2, epochs=2)
     assert len(calls) == 3 and rebuilt[0]["extra"]["accuracies"][0] == round(stamp, 2)
+
+
+def test_distill_table_distils_cells_of_the_same_real_data_together(tables, monkeypatch):
+    distill_table = pytest.importorskip("distill_table")
+    monkeypatch.setitem(distill_table.FAST, "compile", False)
+    cells = [table.Cell("digits", "random", 1, resample=True), table.Cell("digits", "dm", 1, iterations=2),
+             table.Cell("digits", "hdd", 2, iterations=3), table.Cell("digits", "dm", 1, iterations=2, seed=1)]
+    builder = distill_table.grouped_builder("g", cells)
+    rows = table.run_table("g", cells, builder, num_models=1, epochs=1)
+    assert len(rows) == 4
+    manifests = {c.key: json.loads((tables / "artifacts" / "g" / c.key / "manifest.json").read_text()) for c in cells[1:]}
+    together = [cells[1].key, cells[2].key]
+    for key in together:
+        assert manifests[key]["config"]["distilled_with"] == together
+    assert "distilled_with" not in manifests[cells[3].key]["config"]  # another seed: distilled alone
+
+    from distillset.artifacts import load_run
+    from distillset.data import load_dataset
+
+    splits = load_dataset("digits")
+    for cell in cells[1:3]:  # each set is exactly the set distilled alone
+        alone, _ = distill_table.build(cell, splits, tables / "alone" / cell.key)
+        grouped, _ = load_run(tables / "artifacts" / "g" / cell.key)
+        assert torch.equal(grouped.images, alone.images)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from distillset.data.base import DatasetInfo, ImageSet
-from distillset.engine import CheckpointMismatchError, DistillConfig, Distiller, config_for_method
+from distillset.engine import CheckpointMismatchError, DistillConfig, Distiller, config_for_method, run_together
 from distillset.engine.methods import method_names, resolve_method
 from distillset.engine.synthetic import expand, expanded_labels, pack
 from distillset.objectives import OBJECTIVES, MatchingObjective
@@ -142,6 +142,49 @@ def test_signal_finishes_the_iteration_checkpoints_and_resumes_bit_for_bit(real,
         assert torch.equal(resumed.run(resume=True).images, expected)
     finally:
         del OBJECTIVES._entries["test-signals"]
+
+
+def _group_configs(iterations: int) -> list[DistillConfig]:
+    """DM, HDD and CSDM (which draws frequencies from its own generator) at two IPCs and iteration counts."""
+    small = dict(batch_real=16, checkpoint_every=0, log_every=1)
+    return [config_for_method("dm", ipc=2, iterations=iterations, **small),
+            config_for_method("hdd", ipc=1, iterations=iterations - 1, **small),
+            config_for_method("csdm", ipc=2, iterations=iterations, objective_params={"num_frequencies": 64}, **small)]
+
+
+def test_run_together_gives_each_run_its_own_result_and_draws_the_real_pass_once(real, monkeypatch):
+    draws = []
+    real_batch = Distiller._real_batch
+    monkeypatch.setattr(Distiller, "_real_batch", lambda self, cls: draws.append(cls) or real_batch(self, cls))
+    alone = [Distiller(real, INFO, config).run().images for config in _group_configs(3)]
+    assert len(draws) == 3 * (3 + 2 + 3)  # 3 classes per iteration of each run
+    draws.clear()
+    together = run_together([Distiller(real, INFO, config) for config in _group_configs(3)])
+    assert len(draws) == 3 * 3  # once per iteration for the whole group
+    for expected, result in zip(alone, together, strict=True):
+        assert torch.equal(result.images, expected)
+
+
+def test_run_together_resumes_bit_for_bit(real, tmp_path):
+    alone = [Distiller(real, INFO, config).run().images for config in _group_configs(4)]
+    dirs = [tmp_path / str(i) for i in range(3)]
+    run_together([Distiller(real, INFO, c, out_dir=d) for c, d in zip(_group_configs(2), dirs, strict=True)])
+    resumed = run_together([Distiller(real, INFO, c, out_dir=d) for c, d in zip(_group_configs(4), dirs, strict=True)],
+                           resume=True)
+    for expected, result in zip(alone, resumed, strict=True):
+        assert torch.equal(result.images, expected)
+
+
+def test_run_together_refuses_runs_that_cannot_share_the_real_pass(real):
+    dm = Distiller(real, INFO, _config())
+    with pytest.raises(ValueError, match="batch_real"):
+        run_together([dm, Distiller(real, INFO, _config(batch_real=8))])
+    other_real = ImageSet(real.images.clone(), real.labels.clone())
+    with pytest.raises(ValueError, match="real set"):
+        run_together([dm, Distiller(other_real, INFO, _config())])
+    idm = dict(ipc=1, iterations=1, batch_real=16)
+    with pytest.raises(ValueError, match="IDM"):
+        run_together([Distiller(real, INFO, config_for_method("idm", **idm)) for _ in range(2)])
 
 
 def test_class_shard_distils_only_its_classes(real):

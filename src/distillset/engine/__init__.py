@@ -1,6 +1,6 @@
 """The distillation engine: one loop for every distribution-matching objective."""
 
-from distillset.engine.distiller import CheckpointMismatchError, DistillConfig, Distiller
+from distillset.engine.distiller import CheckpointMismatchError, DistillConfig, Distiller, run_together
 from distillset.engine.methods import method_names, resolve_method
 
 
@@ -18,4 +18,5 @@ __all__ = [
     "config_for_method",
     "method_names",
     "resolve_method",
+    "run_together",
 ]

@@ -3,6 +3,10 @@
 Per iteration: get embedding network(s) (fresh random, or IDM's queue), draw real batches per class,
 apply the same DSA draw to a class's real and synthetic images, embed both, ask the objective for a loss,
 take an SGD step on the synthetic pixels. Classes are independent: ``classes`` may be any shard.
+
+:func:`run_together` runs several DM-style distillations of the same real data in lockstep; the real
+batches, DSA draws and network of an iteration are the same for all of them, so the real-feature pass
+(most of a step) is computed once and each run's result is exactly what it would be alone.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +29,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from distillset.artifacts import atomic_save_tensors
-from distillset.augment import DSA
+from distillset.augment import DSA, DSAParams
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.engine.networks import RandomNetworkSampler, SampledNetwork, TrainedNetworkQueue
 from distillset.engine.synthetic import expand, expanded_labels, pack
 from distillset.objectives import MatchingContext, get_objective
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+# The objective's generator is seeded with seed + this, apart from the stream of real batches and DSA draws.
+OBJECTIVE_STREAM_OFFSET = 2**32
 LOG_FILE = "log.jsonl"
 REAL_CHUNK = 1024  # images per no-grad real forward pass: bounds peak memory (ConvNet-3 at IPC 50 < 3 GiB)
 
@@ -120,6 +126,8 @@ class Distiller:
         self.objective = get_objective(config.objective, **config.objective_params)
         self.dsa = DSA(config.dsa_strategy) if config.dsa_strategy not in ("", "none") else None
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.objective_generator = torch.Generator().manual_seed(config.seed + OBJECTIVE_STREAM_OFFSET)
+        self.real_pass_cache: RealPassCache | None = None  # set by run_together
         self.sampler = self._make_sampler()
         self.stored = self._initial_images()
         self.optimizer = torch.optim.SGD([self.stored], lr=config.lr_img, momentum=config.momentum)
@@ -167,34 +175,55 @@ class Distiller:
         picks = members[torch.randperm(len(members), generator=self.generator)[: self.config.batch_real]]
         return self.real_images[picks]
 
+    def _real_pass(self, sampled: SampledNetwork, classes: Sequence[int]) -> RealPass:
+        """Draw each class's real batch and DSA parameters (in the reference's order) and embed the batches
+        without gradients; taken from ``real_pass_cache`` when a run in lockstep already did this draw."""
+        key = self._real_pass_key(classes)
+        cached = self.real_pass_cache.get(key) if self.real_pass_cache is not None and key is not None else None
+        if cached is not None:
+            self.generator.set_state(cached.generator_after)
+            return cached
+        real_aug, dsa_params = [], []
+        for cls in classes:
+            real = self._real_batch(cls)
+            params = self.dsa.sample(1, self.generator, siamese=True) if self.dsa is not None else None
+            real_aug.append(self.dsa.apply(real, params) if params is not None else real)
+            dsa_params.append(params)
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if self.config.real_precision == "bf16" else contextlib.nullcontext()
+        )
+        with torch.no_grad(), autocast:
+            features = torch.cat([sampled.embed(chunk).float() for chunk in torch.cat(real_aug).split(REAL_CHUNK)])
+        result = RealPass(list(features.split([len(r) for r in real_aug])), dsa_params, self.generator.get_state())
+        if self.real_pass_cache is not None and key is not None:
+            self.real_pass_cache.put(key, result)
+        return result
+
+    def _real_pass_key(self, classes: Sequence[int]) -> Hashable | None:
+        """What determines this step's real pass besides the settings :func:`run_together` checks: the
+        network's seed, the classes and the generator state before the draws (None: not shareable)."""
+        if not isinstance(self.sampler, RandomNetworkSampler):
+            return None
+        state = self.generator.get_state()
+        return (self.sampler.network_seed(self.iteration), tuple(classes), state.numpy().tobytes())
+
     def _embed_classes(
         self, sampled: SampledNetwork, classes: Sequence[int]
     ) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Real and synthetic features per class (one forward pass each), and the augmented synthetic images."""
         c = self.config
+        real = self._real_pass(sampled, classes)
         positions = [self.classes.index(cls) for cls in classes]
         stored = torch.cat([self.stored[p * c.ipc : (p + 1) * c.ipc] for p in positions])
-        synthetic = expand(stored, c.expansion_factor)
-        per_class_syn = synthetic.split(c.ipc * c.expansion_factor**2)
-        real_aug, syn_aug = [], []
-        for cls, syn in zip(classes, per_class_syn, strict=True):
-            real = self._real_batch(cls)
-            if self.dsa is not None:
-                params = self.dsa.sample(1, self.generator, siamese=True)
-                real, syn = self.dsa.apply(real, params), self.dsa.apply(syn, params)
-            real_aug.append(real)
-            syn_aug.append(syn)
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-            if c.real_precision == "bf16" else contextlib.nullcontext()
-        )
-        with torch.no_grad(), autocast:
-            real_features = torch.cat([sampled.embed(chunk).float() for chunk in torch.cat(real_aug).split(REAL_CHUNK)])
+        per_class_syn = expand(stored, c.expansion_factor).split(c.ipc * c.expansion_factor**2)
+        syn_aug = [
+            self.dsa.apply(syn, params) if params is not None else syn
+            for syn, params in zip(per_class_syn, real.dsa_params, strict=True)
+        ]
         syn_images = torch.cat(syn_aug)
         syn_features = sampled.embed(syn_images)
-        real_split = list(real_features.split([len(r) for r in real_aug]))
-        syn_split = list(syn_features.split([len(s) for s in syn_aug]))
-        return real_split, syn_split, syn_images
+        return list(real.features), list(syn_features.split([len(s) for s in syn_aug])), syn_images
 
     def _loss(self, sampled: SampledNetwork, classes: Sequence[int], context: MatchingContext) -> Tensor:
         real, syn, syn_images = self._embed_classes(sampled, classes)
@@ -225,7 +254,7 @@ class Distiller:
         c = self.config
         context = MatchingContext(
             iteration=self.iteration, total_iterations=c.iterations, num_classes=self.info.num_classes,
-            class_sizes=self.class_sizes, generator=self.generator,
+            class_sizes=self.class_sizes, generator=self.objective_generator,
         )
         total = 0.0
         for sampled in self.sampler.sample(self.iteration, self.generator):
@@ -243,36 +272,21 @@ class Distiller:
         Ctrl-C (SIGINT) or SIGTERM finishes the current iteration, writes a checkpoint and stops (raising
         KeyboardInterrupt, or SystemExit(143) for SIGTERM), so ``resume=True`` continues bit-for-bit. A second
         signal stops at once; the checkpoint then still saves the pixels but may hold a half-done iteration."""
-        if resume:
-            self.load_checkpoint()
+        return run_together([self], resume=resume)[0]
+
+    def _advance(self) -> dict[str, float]:
+        """One iteration with its bookkeeping: time, log line, periodic evaluation and checkpoint."""
         c = self.config
-        bar = tqdm(total=c.iterations, initial=self.iteration, desc=f"distill {c.objective}", disable=not self.progress)
-        try:
-            with _stop_signals_deferred() as stop:
-                while self.iteration < c.iterations:
-                    start = time.perf_counter()
-                    values = self.step()
-                    self.elapsed += time.perf_counter() - start
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{values['loss']:.4g}")
-                    if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
-                        self._log({"iteration": self.iteration, "seconds": round(self.elapsed, 3), **values})
-                    if self.evaluate is not None and self.evaluate_every and self.iteration % self.evaluate_every == 0:
-                        self._log({"iteration": self.iteration, **self.evaluate(self.synthetic_set())})
-                    if c.checkpoint_every and self.iteration % c.checkpoint_every == 0:
-                        self.save_checkpoint()
-                    if stop:
-                        self.save_checkpoint()
-                        if stop[0] == signal.SIGTERM:
-                            raise SystemExit(128 + signal.SIGTERM)
-                        raise KeyboardInterrupt
-        except KeyboardInterrupt:
+        start = time.perf_counter()
+        values = self.step()
+        self.elapsed += time.perf_counter() - start
+        if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
+            self._log({"iteration": self.iteration, "seconds": round(self.elapsed, 3), **values})
+        if self.evaluate is not None and self.evaluate_every and self.iteration % self.evaluate_every == 0:
+            self._log({"iteration": self.iteration, **self.evaluate(self.synthetic_set())})
+        if c.checkpoint_every and self.iteration % c.checkpoint_every == 0:
             self.save_checkpoint()
-            raise
-        finally:
-            bar.close()
-        self.save_checkpoint()
-        return self.synthetic_set()
+        return values
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.out_dir is None:
@@ -282,7 +296,8 @@ class Distiller:
             handle.write(json.dumps(record) + "\n")
 
     def _state(self) -> dict[str, Tensor]:
-        state = {"stored": self.stored.detach(), "generator": self.generator.get_state()}
+        state = {"stored": self.stored.detach(), "generator": self.generator.get_state(),
+                 "objective_generator": self.objective_generator.get_state()}
         momentum = self.optimizer.state.get(self.stored, {}).get("momentum_buffer")
         if momentum is not None:
             state["momentum"] = momentum
@@ -321,10 +336,113 @@ class Distiller:
         if "momentum" in state:
             self.optimizer.state[self.stored]["momentum_buffer"] = state["momentum"].to(self.device).clone()
         self.generator.set_state(state["generator"])
+        if "objective_generator" in state:  # absent in checkpoints of older versions
+            self.objective_generator.set_state(state["objective_generator"])
         self.sampler.load_state_dict({k: v for k, v in state.items() if k.startswith("queue.")})
         self.iteration = int(metadata["iteration"])
         self.elapsed = float(metadata.get("elapsed", "0"))
         return True
+
+
+@dataclass(frozen=True)
+class RealPass:
+    """One step's real side: per-class features (no grad), the DSA draw per class (replayed on the
+    synthetic images) and the run generator's state after those draws."""
+
+    features: list[Tensor]
+    dsa_params: list[DSAParams | None]
+    generator_after: Tensor
+
+
+class RealPassCache:
+    """The last real pass of a lockstep group, reused by the group's other runs in the same iteration."""
+
+    def __init__(self) -> None:
+        self._key: Hashable | None = None
+        self._value: RealPass | None = None
+
+    def get(self, key: Hashable) -> RealPass | None:
+        return self._value if self._value is not None and key == self._key else None
+
+    def put(self, key: Hashable, value: RealPass) -> None:
+        self._key, self._value = key, value
+
+
+# Settings that decide a step's real pass besides the per-step key (network seed, classes, generator state).
+SHARED_SETTINGS = ("model", "seed", "batch_real", "dsa_strategy", "real_precision", "compile", "classes",
+                   "network_source")
+
+
+def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> list[ImageSet]:
+    """Run distillations in lockstep (iteration i of each, then i + 1, ...); returns their synthetic sets.
+
+    Runs of one real set with the same network, seed, real batch size, DSA, real precision and classes
+    (objectives, IPC, learning rates and iterations may differ) draw the same real batches, DSA parameters
+    and random networks in every iteration, because objectives draw from their own generator
+    (``MatchingContext.generator``) and initialisation from real images draws one permutation per class
+    whatever the IPC. The real-feature pass, most of a DM step, is then computed once per iteration and
+    shared; a draw that differs (e.g. a tail class smaller than the IPC) is simply computed again, so each
+    result is exactly the run's result alone (tested). Each run keeps its own checkpoints and log; a
+    signal stops all of them after the current iteration, as :meth:`Distiller.run` does.
+    """
+    if not distillers:
+        raise ValueError("run_together needs at least one Distiller")
+    first = distillers[0]
+    if len(distillers) > 1:
+        _check_shareable(distillers)
+        cache = RealPassCache()
+        for distiller in distillers:
+            distiller.real_pass_cache = cache
+            distiller.sampler = first.sampler  # one (compiled) network, re-drawn per iteration
+    if resume:
+        for distiller in distillers:
+            distiller.load_checkpoint()
+    names = ", ".join(d.config.objective for d in distillers)
+    bar = tqdm(total=sum(d.config.iterations for d in distillers), initial=sum(d.iteration for d in distillers),
+               desc=f"distill {names}", disable=not any(d.progress for d in distillers))
+    try:
+        with _stop_signals_deferred() as stop:
+            while active := [d for d in distillers if d.iteration < d.config.iterations]:
+                for distiller in active:
+                    values = distiller._advance()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['loss']:.4g}")
+                if stop:
+                    for distiller in distillers:
+                        distiller.save_checkpoint()
+                    if stop[0] == signal.SIGTERM:
+                        raise SystemExit(128 + signal.SIGTERM)
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        for distiller in distillers:
+            distiller.save_checkpoint()
+        raise
+    finally:
+        bar.close()
+        for distiller in distillers:
+            distiller.real_pass_cache = None
+    for distiller in distillers:
+        distiller.save_checkpoint()
+    return [distiller.synthetic_set() for distiller in distillers]
+
+
+def _check_shareable(distillers: Sequence[Distiller]) -> None:
+    first = distillers[0]
+    for other in distillers[1:]:
+        differing = [name for name in SHARED_SETTINGS if getattr(other.config, name) != getattr(first.config, name)]
+        if other.real is not first.real:
+            differing.append("real set (pass the same ImageSet object)")
+        if other.device != first.device:
+            differing.append("device")
+        if differing:
+            raise ValueError(
+                f"run_together shares the real pass, so its runs must agree on {', '.join(SHARED_SETTINGS)} and "
+                f"the real set; '{other.config.objective}' differs from '{first.config.objective}' in: "
+                f"{', '.join(differing)}. Run them separately."
+            )
+    if first.config.network_source != "random":
+        raise ValueError("run_together shares fresh random networks; IDM's network queue (network_source='queue') "
+                         "trains its networks per run, so run IDM distillations separately")
 
 
 @contextlib.contextmanager

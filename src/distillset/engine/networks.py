@@ -51,7 +51,7 @@ class RandomNetworkSampler:
         self._embed: Callable[[Tensor], Tensor] | None = None
         self.compile = compile
 
-    def _network_seed(self, iteration: int) -> int:
+    def network_seed(self, iteration: int) -> int:
         return self.seed * 1_000_003 + iteration
 
     def sample(self, iteration: int, generator: torch.Generator) -> list[SampledNetwork]:
@@ -60,11 +60,11 @@ class RandomNetworkSampler:
                 self._net = get_network(self.model, self.info.channels, self.info.num_classes,
                                         self.info.image_size).to(self.device)
                 self._embed = torch.compile(self._net.embed, dynamic=False)
-            net = reinitialize_(self._net, self._network_seed(iteration))
+            net = reinitialize_(self._net, self.network_seed(iteration))
         else:
             net = get_network(
                 self.model, self.info.channels, self.info.num_classes, self.info.image_size,
-                seed=self._network_seed(iteration),
+                seed=self.network_seed(iteration),
             ).to(self.device)
         net.train()  # as the reference: train mode, parameters frozen
         for parameter in net.parameters():

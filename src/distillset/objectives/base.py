@@ -19,7 +19,8 @@ class MatchingContext:
     total_iterations: int
     num_classes: int
     class_sizes: Tensor  # real training images per class, shape (num_classes,)
-    generator: torch.Generator | None = None
+    generator: torch.Generator | None = None  # the objective's own random stream (the engine's real batches,
+    # DSA draws and networks use another one, so objectives that draw numbers never shift those)
     log: dict[str, float] = field(default_factory=dict)  # objectives may add values to log
 
 
