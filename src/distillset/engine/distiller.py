@@ -387,13 +387,8 @@ def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> li
     """
     if not distillers:
         raise ValueError("run_together needs at least one Distiller")
-    first = distillers[0]
     if len(distillers) > 1:
-        _check_shareable(distillers)
-        cache = RealPassCache()
-        for distiller in distillers:
-            distiller.real_pass_cache = cache
-            distiller.sampler = first.sampler  # one (compiled) network, re-drawn per iteration
+        share_real_pass(distillers)
     if resume:
         for distiller in distillers:
             distiller.load_checkpoint()
@@ -424,6 +419,16 @@ def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> li
     for distiller in distillers:
         distiller.save_checkpoint()
     return [distiller.synthetic_set() for distiller in distillers]
+
+
+def share_real_pass(distillers: Sequence[Distiller]) -> None:
+    """Make these distillers reuse one real pass per iteration when stepped in lockstep (as
+    :func:`run_together` does); raises ValueError unless they can (same real set and settings)."""
+    _check_shareable(distillers)
+    cache = RealPassCache()
+    for distiller in distillers:
+        distiller.real_pass_cache = cache
+        distiller.sampler = distillers[0].sampler  # one (compiled) network, re-drawn per iteration
 
 
 def _check_shareable(distillers: Sequence[Distiller]) -> None:
