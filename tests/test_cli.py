@@ -103,6 +103,25 @@ def test_clear_errors(tmp_path, dm_run):
     assert result.exit_code == 2 and "sha256 mismatch" in result.output
 
 
+def test_distill_several_methods_in_one_command(tmp_path):
+    out = tmp_path / "together"
+    result = invoke("distill", "--method", "dm,hdd", "--dataset", "digits", "--ipc", "1", "--iterations", "2",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    for name in ("dm", "hdd"):
+        manifest = json.loads((out / name / "manifest.json").read_text())
+        assert manifest["method"] == name and manifest["distilled_with"] == ["dm", "hdd"]
+    alone = tmp_path / "alone"
+    assert invoke("distill", "--method", "hdd", "--dataset", "digits", "--ipc", "1", "--iterations", "2",
+                  "--out", str(alone)).exit_code == 0
+    assert (json.loads((alone / "manifest.json").read_text())["tensors"]["sha256"]
+            == json.loads((out / "hdd" / "manifest.json").read_text())["tensors"]["sha256"])
+    result = invoke("distill", "--method", "dm,idm", "--dataset", "digits", "--iterations", "1", "--out", str(out))
+    assert result.exit_code == 2 and "run IDM distillations separately" in result.output
+    result = invoke("distill", "--method", "dm,dm", "--dataset", "digits", "--out", str(out))
+    assert result.exit_code == 2 and "different methods" in result.output
+
+
 @pytest.mark.parametrize("rule", ["hyperbolic", "random"])
 def test_distill_from_a_pruned_real_pool(tmp_path, rule):
     out = tmp_path / rule

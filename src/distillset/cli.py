@@ -118,7 +118,9 @@ def coreset(
 @app.command()
 def distill(
     method: Annotated[
-        str, typer.Option(help="dm, hdd, idm, idm+hdd, csdm, cfm, ... (see `distillset methods`).")
+        str,
+        typer.Option(help="dm, hdd, idm, idm+hdd, csdm, cfm, ... (see `distillset methods`). A comma list "
+                          "(dm,hdd,csdm) distils one set per method into out/<method>, sharing the real pass."),
     ] = "dm",
     dataset: Annotated[str, typer.Option(help="Dataset name (see `distillset datasets`).")] = "fashion-mnist",
     ipc: Annotated[int, typer.Option(help="Images per class.")] = 10,
@@ -144,7 +146,11 @@ def distill(
     data_root: DataRoot = None,
 ) -> None:
     """Distil a synthetic set (resumable; Ctrl-C or SIGTERM saves a checkpoint)."""
-    from distillset.engine import CheckpointMismatchError, Distiller, config_for_method
+    from distillset.engine import CheckpointMismatchError, Distiller, config_for_method, run_together
+
+    methods = [name.strip() for name in method.split(",") if name.strip()]
+    if not methods or len(set(methods)) != len(methods):
+        _fail(f"--method '{method}' must name one method or a comma list of different methods")
 
     dev = _device(device)
     splits = _load(dataset, data_root, imbalance, seed)
@@ -158,9 +164,10 @@ def distill(
     if classes:
         overrides["classes"] = [int(c) for c in classes.split(",")]
     try:
-        config = config_for_method(method, **overrides)
+        configs = [config_for_method(name, **overrides) for name in methods]
     except (UnknownNameError, ValueError, TypeError) as exc:
         _fail(str(exc))
+    outs = [out] if len(methods) == 1 else [out / name for name in methods]
     real = splits.train
     prune_info = None
     if prune_ratio is not None:
@@ -182,19 +189,22 @@ def distill(
 
     start = time.perf_counter()
     try:
-        distiller = Distiller(real, splits.info, config, out_dir=out, device=dev, progress=True,
-                              evaluate=evaluate, evaluate_every=eval_every)
-        synthetic = distiller.run(resume=resume)
+        distillers = [Distiller(real, splits.info, config, out_dir=run_dir, device=dev, progress=True,
+                                evaluate=evaluate, evaluate_every=eval_every)
+                      for config, run_dir in zip(configs, outs, strict=True)]
+        sets = run_together(distillers, resume=resume)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: checkpoint saved in {out}; continue with the same command plus --resume", err=True)
         raise typer.Exit(code=130) from None
     except (CheckpointMismatchError, FloatingPointError, ValueError, TypeError) as exc:
         _fail(str(exc))
-    save_run(out, synthetic, method=method, dataset=dataset, ipc=ipc, seed=seed, config=asdict(config),
-             wall_seconds=distiller.elapsed,
-             extra={"kind": "distilled", "imbalance": imbalance, "prune": prune_info,
-                    "session_seconds": round(time.perf_counter() - start, 3)})
-    typer.echo(f"saved {len(synthetic)} images to {out}")
+    together = {"distilled_with": methods} if len(methods) > 1 else {}
+    for name, run_dir, distiller, synthetic in zip(methods, outs, distillers, sets, strict=True):
+        save_run(run_dir, synthetic, method=name, dataset=dataset, ipc=ipc, seed=seed,
+                 config=asdict(distiller.config), wall_seconds=distiller.elapsed,
+                 extra={"kind": "distilled", "imbalance": imbalance, "prune": prune_info,
+                        "session_seconds": round(time.perf_counter() - start, 3), **together})
+        typer.echo(f"saved {len(synthetic)} images to {run_dir}")
 
 
 def _architectures(model: str | None, models: str | None) -> tuple[list[str], int | None]:

@@ -432,6 +432,13 @@ def share_real_pass(distillers: Sequence[Distiller]) -> None:
 
 
 def _check_shareable(distillers: Sequence[Distiller]) -> None:
+    def label(distiller: Distiller) -> str:
+        return distiller.out_dir.name if distiller.out_dir is not None else distiller.config.objective
+
+    queued = [label(d) for d in distillers if d.config.network_source != "random"]
+    if queued:
+        raise ValueError(f"run_together shares fresh random networks; {', '.join(queued)} use IDM's network queue, "
+                         "which trains its networks per run, so run IDM distillations separately")
     first = distillers[0]
     for other in distillers[1:]:
         differing = [name for name in SHARED_SETTINGS if getattr(other.config, name) != getattr(first.config, name)]
@@ -442,12 +449,9 @@ def _check_shareable(distillers: Sequence[Distiller]) -> None:
         if differing:
             raise ValueError(
                 f"run_together shares the real pass, so its runs must agree on {', '.join(SHARED_SETTINGS)} and "
-                f"the real set; '{other.config.objective}' differs from '{first.config.objective}' in: "
-                f"{', '.join(differing)}. Run them separately."
+                f"the real set; '{label(other)}' differs from '{label(first)}' in: {', '.join(differing)}. "
+                "Run them separately."
             )
-    if first.config.network_source != "random":
-        raise ValueError("run_together shares fresh random networks; IDM's network queue (network_source='queue') "
-                         "trains its networks per run, so run IDM distillations separately")
 
 
 @contextlib.contextmanager
