@@ -70,17 +70,23 @@ def time_steps(step, iterations: int, warmup: int) -> list[float]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_arguments(description: str) -> argparse.ArgumentParser:
+    """The step-timing settings shared by dm_speed.py and shared_real_speed.py."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--impl", nargs="+", default=["reference", "engine"], choices=["reference", "engine"])
     parser.add_argument("--real-precision", default="bf16", choices=["fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the embedding network")
     parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def main() -> None:
+    parser = step_arguments(__doc__)
+    parser.add_argument("--impl", nargs="+", default=["reference", "engine"], choices=["reference", "engine"])
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/dm_speed.json")
     args = parser.parse_args()
 

@@ -10,7 +10,6 @@ dm_speed.py (ConvNet-3, DSA, batch_real 256 per class, bf16 real pass).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -22,20 +21,12 @@ from common import markdown_table, write_results  # noqa: E402  (also applies di
 from distillset.data import load_dataset  # noqa: E402
 from distillset.engine import Distiller, config_for_method  # noqa: E402
 from distillset.engine.distiller import share_real_pass  # noqa: E402
-from dm_speed import time_steps  # noqa: E402
+from dm_speed import step_arguments, time_steps  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="fashion-mnist")
+    parser = step_arguments(__doc__)
     parser.add_argument("--methods", nargs="+", default=["dm", "hdd", "csdm"])
-    parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--batch-real", type=int, default=256)
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--real-precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the embedding network")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/shared_real_speed.json")
     args = parser.parse_args()
 
