@@ -76,7 +76,7 @@ def run_table(
             print(f"[{name}] {cell.key}: done, skipped", flush=True)
             continue
         imbalance = cell.extra.get("imbalance")
-        cache_key = (cell.dataset, imbalance)
+        cache_key = (cell.dataset, imbalance, cell.seed if imbalance is not None else None)  # LT subset: seeded
         if cache_key not in splits_cache:
             splits_cache[cache_key] = load_dataset(cell.dataset, data_root, imbalance=imbalance, seed=cell.seed)
         splits = splits_cache[cache_key]
