@@ -50,12 +50,12 @@ def shares_real_pass(cell: Cell) -> bool:
     return cell.method != "random" and not cell.method.startswith("idm") and "keep" not in cell.extra
 
 
-def grouped_builder(name: str, cells: list[Cell]):
+def grouped_builder(name: str, cells: list[Cell], max_group: int = 4):
     """``build``, except that a cell distilled from the same real data as other unfinished cells (same
     dataset, imbalance, seed and objective parameters; any method, IPC or iteration count) is distilled
     together with them in lockstep, sharing the real-feature pass (engine.run_together: each set is exactly
     what it would be alone). All sets of the group are saved; each records the group and its share of the
-    wall time."""
+    wall time. At most ``max_group`` sets are distilled together, so a group still ends within a session."""
 
     def group_of(cell: Cell) -> list[Cell]:
         return [other for other in cells if shares_real_pass(other) and other.dataset == cell.dataset
@@ -63,7 +63,7 @@ def grouped_builder(name: str, cells: list[Cell]):
                 and (other == cell or not set_saved(name, other))]
 
     def build_grouped(cell: Cell, splits, work: Path):
-        group = group_of(cell) if shares_real_pass(cell) else [cell]
+        group = group_of(cell)[:max_group] if shares_real_pass(cell) else [cell]
         if len(group) == 1:
             return build(cell, splits, work)
         start = time.perf_counter()
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--separately", action="store_true",
                         help="distil every cell on its own instead of sharing the real pass (engine.run_together) "
                              "between cells of the same real data")
+    parser.add_argument("--max-group", type=int, default=4,
+                        help="at most this many cells distilled together (a group's sets all finish at its end)")
     args = parser.parse_args()
     FAST.update(real_precision=args.real_precision, compile=not args.no_compile)
     extra_params = {f"param_{k}": json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
@@ -138,7 +140,7 @@ def main() -> None:
         write_results(args.name, command_line(), rows, paper,
                       max(total_seconds(args.name), time.perf_counter() - start), md)
 
-    builder = build if args.separately else grouped_builder(args.name, cells)
+    builder = build if args.separately else grouped_builder(args.name, cells, args.max_group)
     write(run_table(args.name, cells, builder, num_models=args.models, epochs=args.epochs, device=args.device,
                     precision=args.precision, compile=args.eval_compile, on_cell=write))
 
