@@ -59,11 +59,11 @@ def grouped_builder(name: str, cells: list[Cell], max_group: int = 4):
 
     def group_of(cell: Cell) -> list[Cell]:
         return [other for other in cells if shares_real_pass(other) and other.dataset == cell.dataset
-                and other.seed == cell.seed and other.extra == cell.extra
-                and (other == cell or not set_saved(name, other))]
+                and other.seed == cell.seed and other.extra == cell.extra and not set_saved(name, other)]
 
     def build_grouped(cell: Cell, splits, work: Path):
-        group = group_of(cell)[:max_group] if shares_real_pass(cell) else [cell]
+        others = [member for member in group_of(cell) if member != cell] if shares_real_pass(cell) else []
+        group = [cell, *others[: max_group - 1]]
         if len(group) == 1:
             return build(cell, splits, work)
         start = time.perf_counter()
@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--max-group", type=int, default=4,
                         help="at most this many cells distilled together (a group's sets all finish at its end)")
     args = parser.parse_args()
+    if args.max_group < 1:
+        parser.error("--max-group must be >= 1")
     FAST.update(real_precision=args.real_precision, compile=not args.no_compile)
     extra_params = {f"param_{k}": json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
     cells = []

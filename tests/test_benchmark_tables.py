@@ -66,7 +66,8 @@ def test_distill_table_distils_cells_of_the_same_real_data_together(tables, monk
     builder = distill_table.grouped_builder("g", cells)
     rows = table.run_table("g", cells, builder, num_models=1, epochs=1)
     assert len(rows) == 4
-    manifests = {c.key: json.loads((tables / "artifacts" / "g" / c.key / "manifest.json").read_text()) for c in cells[1:]}
+    manifests = {c.key: json.loads((tables / "artifacts" / "g" / c.key / "manifest.json").read_text())
+                 for c in cells[1:]}
     together = [cells[1].key, cells[2].key]
     for key in together:
         assert manifests[key]["config"]["distilled_with"] == together
@@ -80,3 +81,13 @@ def test_distill_table_distils_cells_of_the_same_real_data_together(tables, monk
         alone, _ = distill_table.build(cell, splits, tables / "alone" / cell.key)
         grouped, _ = load_run(tables / "artifacts" / "g" / cell.key)
         assert torch.equal(grouped.images, alone.images)
+
+
+def test_distill_table_caps_the_group_size(tables, monkeypatch):
+    distill_table = pytest.importorskip("distill_table")
+    monkeypatch.setitem(distill_table.FAST, "compile", False)
+    cells = [table.Cell("digits", method, 1, iterations=1) for method in ("dm", "hdd", "csdm")]
+    table.run_table("cap", cells, distill_table.grouped_builder("cap", cells, max_group=2), num_models=1, epochs=1)
+    groups = [json.loads((tables / "artifacts" / "cap" / c.key / "manifest.json").read_text())["config"]
+              .get("distilled_with") for c in cells]
+    assert groups == [[cells[0].key, cells[1].key]] * 2 + [None]
