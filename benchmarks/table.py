@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from common import ROOT, Cells, command_line, mean_std
-from distillset.artifacts import load_run, save_run
+from distillset.artifacts import load_run, read_manifest, save_run
 from distillset.data import load_dataset
 from distillset.data.base import DatasetSplits, ImageSet
 from distillset.evaluate import EvalConfig, evaluate_synthetic
@@ -129,13 +129,14 @@ def _load_or_build(name: str, cell: Cell, splits: DatasetSplits, build: SetBuild
     """The cell's set from its saved artifact, or built (and saved) now; with the seconds building took.
     A builder may save the sets it builds itself (several at once, :func:`save_set`)."""
     artifact = ARTIFACTS / name / cell.key
-    if not (artifact / "manifest.json").is_file():
-        start = time.perf_counter()
-        synthetic, config = build(cell, splits, WORK / name / cell.key)
-        if not (artifact / "manifest.json").is_file():
-            save_set(name, cell, synthetic, config, time.perf_counter() - start)
-    synthetic, manifest = load_run(artifact)
-    return synthetic, manifest["wall_seconds"]
+    if set_saved(name, cell):
+        synthetic, manifest = load_run(artifact)
+        return synthetic, manifest["wall_seconds"]
+    start = time.perf_counter()
+    synthetic, config = build(cell, splits, WORK / name / cell.key)
+    if not set_saved(name, cell):
+        save_set(name, cell, synthetic, config, time.perf_counter() - start)
+    return synthetic, read_manifest(artifact)["wall_seconds"]
 
 
 def set_saved(name: str, cell: Cell) -> bool:

@@ -178,8 +178,9 @@ class Distiller:
     def _real_pass(self, sampled: SampledNetwork, classes: Sequence[int]) -> RealPass:
         """Draw each class's real batch and DSA parameters (in the reference's order) and embed the batches
         without gradients; taken from ``real_pass_cache`` when a run in lockstep already did this draw."""
-        key = self._real_pass_key(classes)
-        cached = self.real_pass_cache.get(key) if self.real_pass_cache is not None and key is not None else None
+        cache = self.real_pass_cache
+        key = self._real_pass_key(classes) if cache is not None else None
+        cached = cache.get(key) if cache is not None and key is not None else None
         if cached is not None:
             self.generator.set_state(cached.generator_after)
             return cached
@@ -196,8 +197,8 @@ class Distiller:
         with torch.no_grad(), autocast:
             features = torch.cat([sampled.embed(chunk).float() for chunk in torch.cat(real_aug).split(REAL_CHUNK)])
         result = RealPass(list(features.split([len(r) for r in real_aug])), dsa_params, self.generator.get_state())
-        if self.real_pass_cache is not None and key is not None:
-            self.real_pass_cache.put(key, result)
+        if cache is not None and key is not None:
+            cache.put(key, result)
         return result
 
     def _real_pass_key(self, classes: Sequence[int]) -> Hashable | None:
@@ -369,8 +370,7 @@ class RealPassCache:
 
 
 # Settings that decide a step's real pass besides the per-step key (network seed, classes, generator state).
-SHARED_SETTINGS = ("model", "seed", "batch_real", "dsa_strategy", "real_precision", "compile", "classes",
-                   "network_source")
+SHARED_SETTINGS = ("model", "seed", "batch_real", "dsa_strategy", "real_precision", "compile", "classes")
 
 
 def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> list[ImageSet]:
