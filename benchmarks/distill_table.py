@@ -17,6 +17,7 @@ from pathlib import Path
 from common import command_line, markdown_table, write_results
 from distillset.coreset import select_coreset
 from distillset.coreset.prune import prune_pool
+from distillset.data.base import ImageSet
 from distillset.engine import Distiller, config_for_method, run_together
 from table import WORK, Cell, run_table, save_set, set_saved, total_seconds
 
@@ -33,26 +34,33 @@ def _config(cell: Cell):
                              compile=FAST["compile"] and not cell.method.startswith("idm"))
 
 
+def real_pool(cell: Cell, splits) -> ImageSet:
+    """The real images a cell distils from: the training split, or its pruned pool (``--prune``)."""
+    if "keep" not in cell.extra:
+        return splits.train
+    pool, _ = prune_pool(splits.train, splits.info, cell.extra["keep"], cell.extra["prune"], num_nets=1,
+                         seed=cell.seed)
+    return pool
+
+
 def build(cell: Cell, splits, work: Path):
     if cell.method == "random":
         subset = select_coreset(splits, "random", cell.ipc, seed=cell.seed)
         return subset, {"method": "random"}
-    real = splits.train
-    if "keep" in cell.extra:
-        real, _ = prune_pool(real, splits.info, cell.extra["keep"], cell.extra["prune"], num_nets=1, seed=cell.seed)
     config = _config(cell)
-    synthetic = Distiller(real, splits.info, config, out_dir=work, progress=False).run(resume=True)
+    synthetic = Distiller(real_pool(cell, splits), splits.info, config, out_dir=work, progress=False).run(resume=True)
     return synthetic, asdict(config)
 
 
 def shares_real_pass(cell: Cell) -> bool:
-    """Cells distilled with fresh random networks from the full real pool (engine.run_together)."""
-    return cell.method != "random" and not cell.method.startswith("idm") and "keep" not in cell.extra
+    """Cells distilled with fresh random networks (engine.run_together); cells with the same ``extra``
+    (imbalance, pruning rule and ratio, objective parameters) distil from the same real pool."""
+    return cell.method != "random" and not cell.method.startswith("idm")
 
 
 def grouped_builder(name: str, cells: list[Cell], max_group: int = 4):
     """``build``, except that a cell distilled from the same real data as other unfinished cells (same
-    dataset, imbalance, seed and objective parameters; any method, IPC or iteration count) is distilled
+    dataset, imbalance, pruned pool, seed and objective parameters; any method, IPC or iteration count) is distilled
     together with them in lockstep, sharing the real-feature pass (engine.run_together: each set is exactly
     what it would be alone). All sets of the group are saved; each records the group and its share of the
     wall time. At most ``max_group`` sets are distilled together, so a group still ends within a session."""
@@ -67,7 +75,8 @@ def grouped_builder(name: str, cells: list[Cell], max_group: int = 4):
         if len(group) == 1:
             return build(cell, splits, work)
         start = time.perf_counter()
-        distillers = [Distiller(splits.train, splits.info, _config(member), out_dir=WORK / name / member.key,
+        real = real_pool(cell, splits)
+        distillers = [Distiller(real, splits.info, _config(member), out_dir=WORK / name / member.key,
                                 progress=False) for member in group]
         print(f"[{name}] distilling together (one real pass): {', '.join(m.key for m in group)}", flush=True)
         sets = run_together(distillers, resume=True)

@@ -91,3 +91,24 @@ def test_distill_table_caps_the_group_size(tables, monkeypatch):
     groups = [json.loads((tables / "artifacts" / "cap" / c.key / "manifest.json").read_text())["config"]
               .get("distilled_with") for c in cells]
     assert groups == [[cells[0].key, cells[1].key]] * 2 + [None]
+
+
+def test_distill_table_groups_cells_of_the_same_pruned_pool(tables, monkeypatch):
+    distill_table = pytest.importorskip("distill_table")
+    monkeypatch.setitem(distill_table.FAST, "compile", False)
+    pruned = {"prune": "hyperbolic", "keep": 0.5}
+    cells = [table.Cell("digits", "dm", 1, iterations=2, extra=pruned),
+             table.Cell("digits", "hdd", 1, iterations=2, extra=pruned),
+             table.Cell("digits", "dm", 1, iterations=2, extra={"prune": "random", "keep": 0.5})]
+    table.run_table("p", cells, distill_table.grouped_builder("p", cells), num_models=1, epochs=1)
+    groups = [json.loads((tables / "artifacts" / "p" / c.key / "manifest.json").read_text())["config"]
+              .get("distilled_with") for c in cells]
+    assert groups == [[cells[0].key, cells[1].key]] * 2 + [None]  # another pool: distilled alone
+
+    from distillset.artifacts import load_run
+    from distillset.data import load_dataset
+
+    splits = load_dataset("digits")
+    assert len(distill_table.real_pool(cells[0], splits)) < len(splits.train)
+    alone, _ = distill_table.build(cells[1], splits, tables / "alone")
+    assert torch.equal(load_run(tables / "artifacts" / "p" / cells[1].key)[0].images, alone.images)
