@@ -122,6 +122,9 @@ def main() -> None:
               + f". ELF feature network: ConvNet-3 width {elf.feature_width}, {elf.feature_epochs} epochs on "
               f"{elf.feature_train_size or 'all'} real images.\n\n"
               + markdown_table(table, ["model", "epochs", "accuracy", "n"]))
+        pending = [arch + (" + ELF" if elf_on else "") for arch, elf_on in settings[len(rows):]]
+        if pending:
+            md += f"\n\nPartial; to run: {', '.join(pending)} (rerun the command; finished models are kept).\n"
         seconds = sum(r["extra"]["train_seconds"] for r in rows)
         # rewritten after every architecture, so a long run that stops keeps its finished rows
         write_results(args.name, command_line(), rows, [], max(seconds, time.perf_counter() - start), md)
