@@ -31,7 +31,7 @@ def _config(cell: Cell):
     params = {k[6:]: v for k, v in cell.extra.items() if k.startswith("param_")}
     return config_for_method(cell.method, ipc=cell.ipc, iterations=cell.iterations, seed=cell.seed,
                              objective_params=params, real_precision=FAST["real_precision"],
-                             compile=FAST["compile"] and not cell.method.startswith("idm"))
+                             compile=FAST["compile"])
 
 
 def real_pool(cell: Cell, splits) -> ImageSet:
@@ -108,8 +108,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="evaluation training precision")
     parser.add_argument("--eval-compile", action="store_true", help="torch.compile the evaluated networks")
     parser.add_argument("--real-precision", default=FAST["real_precision"], choices=["fp32", "bf16"],
-                        help="precision of the distillation's no-grad real-feature pass")
-    parser.add_argument("--no-compile", action="store_true", help="do not torch.compile the embedding network")
+                        help="precision of the distillation's passes over real data (IDM: also queue training)")
+    parser.add_argument("--no-compile", action="store_true", help="do not torch.compile the networks")
     parser.add_argument("--separately", action="store_true",
                         help="distil every cell on its own instead of sharing the real pass (engine.run_together) "
                              "between cells of the same real data")

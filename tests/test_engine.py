@@ -241,3 +241,24 @@ def test_in_place_reinitialisation_equals_a_fresh_network():
     fresh = get_network("convnet3", 1, 10, (28, 28), seed=42)
     for (name, a), (_, b) in zip(net.state_dict().items(), fresh.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_queue_training_in_bf16_and_compiled_tracks_fp32(real):
+    """IDM's queue-training speed path (bf16 autocast + compiled forward) trains the same nets as fp32 eager,
+    up to bf16 rounding; the parameters and optimiser state stay fp32."""
+    from distillset.engine.networks import TrainedNetworkQueue
+
+    def trained(**kw) -> TrainedNetworkQueue:
+        queue = TrainedNetworkQueue("convnet3", INFO, 0, torch.device("cpu"), initial=1, train_steps=3,
+                                    train_batch=32, **kw)
+        queue.after_step(0, real, torch.Generator().manual_seed(1))
+        return queue
+
+    reference, fast = trained(), trained(precision="bf16", compile=True)
+    for a, b in zip(reference.queue[0].net.parameters(), fast.queue[0].net.parameters(), strict=True):
+        assert b.dtype == torch.float32
+        assert torch.allclose(a, b, atol=2e-2, rtol=2e-2)
+    differences = [(a - b).abs().max() for a, b in
+                   zip(reference.queue[0].net.parameters(), fast.queue[0].net.parameters(), strict=True)]
+    assert max(differences) > 0  # bf16 really was in effect
+    assert fast.queue[0].seen == reference.queue[0].seen == 96

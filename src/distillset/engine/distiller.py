@@ -66,8 +66,8 @@ class DistillConfig:
     step_per_class: bool = False
     classes: list[int] | None = None
     seed: int = 0
-    real_precision: str = "fp32"  # "fp32" | "bf16": precision of the (no-grad) real feature pass
-    compile: bool = False  # torch.compile the embedding (DM-style random networks only)
+    real_precision: str = "fp32"  # "fp32" | "bf16": the (no-grad) real feature pass and IDM's queue training
+    compile: bool = False  # torch.compile the embedding (DM) or the queue nets' training forward (IDM)
     checkpoint_every: int = 100
     log_every: int = 10
 
@@ -138,7 +138,8 @@ class Distiller:
     def _make_sampler(self) -> RandomNetworkSampler | TrainedNetworkQueue:
         c = self.config
         if c.network_source == "queue":
-            return TrainedNetworkQueue(c.model, self.info, c.seed, self.device)
+            return TrainedNetworkQueue(c.model, self.info, c.seed, self.device, precision=c.real_precision,
+                                       compile=c.compile)
         return RandomNetworkSampler(c.model, self.info, c.seed, self.device, compile=c.compile)
 
     def _initial_images(self) -> Tensor:
@@ -211,8 +212,9 @@ class Distiller:
 
     def _embed_classes(
         self, sampled: SampledNetwork, classes: Sequence[int]
-    ) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """Real and synthetic features per class (one forward pass each), and the augmented synthetic images."""
+    ) -> tuple[list[Tensor], Tensor]:
+        """Real features per class, and the synthetic features of all ``classes`` in class order (one forward
+        pass each; ``ipc * expansion_factor**2`` synthetic images per class)."""
         c = self.config
         real = self._real_pass(sampled, classes)
         positions = [self.classes.index(cls) for cls in classes]
@@ -222,18 +224,16 @@ class Distiller:
             self.dsa.apply(syn, params) if params is not None else syn
             for syn, params in zip(per_class_syn, real.dsa_params, strict=True)
         ]
-        syn_images = torch.cat(syn_aug)
-        syn_features = sampled.embed(syn_images)
-        return list(real.features), list(syn_features.split([len(s) for s in syn_aug])), syn_images
+        return list(real.features), sampled.embed(torch.cat(syn_aug))
 
     def _loss(self, sampled: SampledNetwork, classes: Sequence[int], context: MatchingContext) -> Tensor:
-        real, syn, syn_images = self._embed_classes(sampled, classes)
-        loss = self.objective.loss(real, syn, classes, context)
+        per_class = self.config.ipc * self.config.expansion_factor**2
+        real, syn_features = self._embed_classes(sampled, classes)
+        loss = self.objective.loss(real, list(syn_features.split(per_class)), classes, context)
         if self.config.ce_weight > 0:
-            labels = torch.tensor(classes, device=self.device).repeat_interleave(
-                self.config.ipc * self.config.expansion_factor**2
-            )
-            ce = F.cross_entropy(sampled.net(syn_images), labels)
+            labels = torch.tensor(classes, device=self.device).repeat_interleave(per_class)
+            # the network's logits are classifier(embed(x)): reuse the matched features (IDM's syn-CE term)
+            ce = F.cross_entropy(sampled.net.classifier(syn_features), labels)
             loss = loss + self.config.ce_weight * sampled.train_accuracy * ce
         return loss
 
