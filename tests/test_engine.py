@@ -262,3 +262,8 @@ def test_queue_training_in_bf16_and_compiled_tracks_fp32(real):
                    zip(reference.queue[0].net.parameters(), fast.queue[0].net.parameters(), strict=True)]
     assert max(differences) > 0  # bf16 really was in effect
     assert fast.queue[0].seen == reference.queue[0].seen == 96
+
+
+def test_method_label_names_the_preset():
+    methods = ["dm", "hdd", "idm", "idm+hdd"]
+    assert [config_for_method(m).method_label for m in methods] == methods

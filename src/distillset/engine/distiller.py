@@ -85,6 +85,13 @@ class DistillConfig:
         if self.expansion_factor < 1:
             raise ValueError(f"expansion_factor must be >= 1, got {self.expansion_factor}")
 
+    @property
+    def method_label(self) -> str:
+        """The method preset's name for progress and log lines (``dm``, ``hdd``, ``idm``, ``idm+hdd``, ...)."""
+        if self.network_source != "queue":
+            return self.objective
+        return "idm" if self.objective == "dm" else f"idm+{self.objective}"
+
     def identity(self) -> dict[str, Any]:
         """Settings that must agree between a checkpoint and a resumed run."""
         keep = ("checkpoint_every", "log_every", "iterations", "compile")
@@ -392,7 +399,7 @@ def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> li
     if resume:
         for distiller in distillers:
             distiller.load_checkpoint()
-    names = ", ".join(d.config.objective for d in distillers)
+    names = ", ".join(d.config.method_label for d in distillers)
     bar = tqdm(total=sum(d.config.iterations for d in distillers), initial=sum(d.iteration for d in distillers),
                desc=f"distill {names}", disable=not any(d.progress for d in distillers))
     try:
