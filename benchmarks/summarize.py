@@ -21,6 +21,8 @@ def _setting(row: dict) -> str:
     extra = row.get("extra", {})
     parts = [f"{k}={extra[k]}" for k in ("imbalance", "prune", "keep", "precision", "impl", "real_precision",
                                           "compile", "noise", "function", "n", "sd") if k in extra]
+    if extra.get("elf"):
+        parts.insert(0, "ELF")
     return ", ".join(parts)
 
 
