@@ -2,9 +2,11 @@
 
     python benchmarks/cross_arch_elf.py --epochs 1000
     python benchmarks/cross_arch_elf.py --set benchmarks/artifacts/dm_fashion_mnist/<cell> --epochs 300
+    python benchmarks/cross_arch_elf.py --set ... --elf-variants "" feature_loss=l2 lambda_front=0.1
 
 Rows: ConvNet-3 (the distillation architecture), ResNet-18 and ResNetAP-10 trained on the same set, the
-latter two also with ELF; each mean ± std over ``--models`` networks, final-epoch accuracy. Model ``m``
+latter two also with ELF (once per ``--elf-variants`` entry: "" is the reference's settings, otherwise
+comma-separated ELFConfig overrides); each mean ± std over ``--models`` networks, final-epoch accuracy. Model ``m``
 of an architecture starts from the same weights and sees the same batches with and without ELF.
 Resumable per trained model (benchmarks/cells/<name>/models/); the set is distilled once (or given with
 ``--set``) and kept under benchmarks/artifacts/<name>/; the ELF feature network is trained once and
@@ -14,7 +16,9 @@ cached under ~/.cache/distillset/feature-nets/.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,31 @@ def synthetic_set(args: argparse.Namespace, splits: DatasetSplits) -> tuple[Imag
     return synthetic, manifest, cell.key
 
 
+def row_label(arch: str, variant: str | None) -> str:
+    """``resnet18``, ``resnet18 + ELF`` or ``resnet18 + ELF (feature_loss=l2)``."""
+    return arch + ("" if variant is None else " + ELF") + (f" ({variant})" if variant else "")
+
+
+def elf_tag(elf: ELFConfig, variant: str) -> str:
+    """The ELF part of a model's cell key (the reference settings keep the original, shorter key)."""
+    tag = f"elf-w{elf.feature_width}-fe{elf.feature_epochs}-fn{elf.feature_train_size or 'all'}"
+    return tag + ("-" + re.sub(r"[^A-Za-z0-9.]+", "-", variant) if variant else "")
+
+
+def parse_variant(variant: str) -> dict[str, Any]:
+    """``"feature_loss=l2,lambda_front=0.1"`` -> ELFConfig overrides (values parsed as JSON where possible)."""
+    overrides: dict[str, Any] = {}
+    for item in filter(None, variant.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--elf-variants entries are key=value[,key=value], got {variant!r}")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return overrides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="cross_arch_elf", help="result / cell folder name")
@@ -62,6 +91,8 @@ def main() -> None:
     parser.add_argument("--feature-epochs", type=int, default=2)
     parser.add_argument("--feature-train-size", type=int, default=10000,
                         help="class-balanced real images for the feature network (0 = whole train split)")
+    parser.add_argument("--elf-variants", nargs="+", default=[""],
+                        help='ELF rows per entry: "" = reference settings, or overrides such as feature_loss=l2')
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", help="evaluation training precision (fp32 or bf16)")
     parser.add_argument("--eval-compile", action="store_true", help="torch.compile the evaluated networks")
@@ -72,23 +103,28 @@ def main() -> None:
 
     splits = load_dataset(args.dataset)
     synthetic, manifest, set_key = synthetic_set(args, splits)
-    elf = ELFConfig(feature_width=args.feature_width, feature_epochs=args.feature_epochs,
-                    feature_train_size=args.feature_train_size or None)
-    elf_tag = f"elf-w{elf.feature_width}-fe{elf.feature_epochs}-fn{elf.feature_train_size or 'all'}"
-    feature_net = elf_feature_network(splits, elf, device=args.device, progress=True) if args.elf_archs else None
+    base = {"feature_width": args.feature_width, "feature_epochs": args.feature_epochs,
+            "feature_train_size": args.feature_train_size or None}
+    elf_configs = {variant: ELFConfig(**{**base, **parse_variant(variant)}) for variant in args.elf_variants}
     models = Cells(f"{args.name}/models")
-    settings = [(arch, False) for arch in args.archs] + [(arch, True) for arch in args.elf_archs]
+    settings = [(arch, None) for arch in args.archs] + [
+        (arch, variant) for variant in args.elf_variants for arch in args.elf_archs
+    ]
     speed_tag = ("" if args.precision == "fp32" else f"-{args.precision}") + ("-compiled" if args.eval_compile else "")
     rows, table = [], []
-    for arch, use_elf in settings:
+    for arch, variant in settings:
+        use_elf = variant is not None
+        elf = elf_configs[variant] if use_elf else None
+        evaluation_tag = "plain" if elf is None else elf_tag(elf, variant)
         records = []
         for index in range(args.models):
-            key = f"{set_key}-{arch}-{elf_tag if use_elf else 'plain'}-e{args.epochs}{speed_tag}-m{index}"
+            key = f"{set_key}-{arch}-{evaluation_tag}-e{args.epochs}{speed_tag}-m{index}"
             record = models.get(key)
             if record is None:
                 config = EvalConfig(model=arch, epochs=args.epochs, num_models=1, seed=index, precision=args.precision,
                                     compile=args.eval_compile)
-                if use_elf:
+                if elf is not None:
+                    feature_net = elf_feature_network(splits, elf, device=args.device, progress=True)
                     result = evaluate_elf(synthetic, splits, config, elf, device=args.device, feature_net=feature_net)
                 else:
                     result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=args.device)
@@ -109,20 +145,22 @@ def main() -> None:
         }
         if use_elf:
             extra["elf_config"] = records[0]["config"]["elf"]
+            if variant:
+                extra["elf_variant"] = variant
         rows.append({"dataset": manifest["dataset"], "method": manifest["method"], "ipc": manifest["ipc"],
                      "model": arch, "metric": "test_accuracy", "mean": round(mean, 2), "std": round(std, 2),
                      "n": len(records), "iterations": manifest["config"].get("iterations", 0), "epochs": args.epochs,
                      "extra": extra})
-        table.append({"model": arch + (" + ELF" if use_elf else ""), "epochs": args.epochs,
+        table.append({"model": row_label(arch, variant), "epochs": args.epochs,
                       "accuracy": f"{mean:.1f} ± {std:.1f}", "n": len(records)})
         md = (f"Set: {manifest['method']} {manifest['dataset']} IPC {manifest['ipc']} ({set_key}). "
               f"Final-epoch test accuracy after {args.epochs} evaluation epochs"
               + (" (protocol: 1000; fewer here for CPU time)" if args.epochs < 1000 else "")
               + f", {args.precision}{' + torch.compile' if args.eval_compile else ''}"
-              + f". ELF feature network: ConvNet-3 width {elf.feature_width}, {elf.feature_epochs} epochs on "
-              f"{elf.feature_train_size or 'all'} real images.\n\n"
+              + f". ELF feature network: ConvNet-3 width {args.feature_width}, {args.feature_epochs} epochs on "
+              f"{args.feature_train_size or 'all'} real images.\n\n"
               + markdown_table(table, ["model", "epochs", "accuracy", "n"]))
-        pending = [arch + (" + ELF" if elf_on else "") for arch, elf_on in settings[len(rows):]]
+        pending = [row_label(arch, v) for arch, v in settings[len(rows):]]
         if pending:
             md += f"\n\nPartial; to run: {', '.join(pending)} (rerun the command; finished models are kept).\n"
         seconds = sum(r["extra"]["train_seconds"] for r in rows)

@@ -22,7 +22,7 @@ def _setting(row: dict) -> str:
     parts = [f"{k}={extra[k]}" for k in ("imbalance", "prune", "keep", "precision", "impl", "real_precision",
                                           "compile", "noise", "function", "n", "sd") if k in extra]
     if extra.get("elf"):
-        parts.insert(0, "ELF")
+        parts.insert(0, f"ELF ({extra['elf_variant']})" if extra.get("elf_variant") else "ELF")
     return ", ".join(parts)
 
 
