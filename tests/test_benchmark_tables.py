@@ -112,3 +112,35 @@ def test_distill_table_groups_cells_of_the_same_pruned_pool(tables, monkeypatch)
     assert len(distill_table.real_pool(cells[0], splits)) < len(splits.train)
     alone, _ = distill_table.build(cells[1], splits, tables / "alone")
     assert torch.equal(load_run(tables / "artifacts" / "p" / cells[1].key)[0].images, alone.images)
+
+
+def test_cross_arch_elf_variants_get_their_own_cells_and_labels():
+    cross_arch_elf = pytest.importorskip("cross_arch_elf")
+    from distillset.evaluate.elf import ELFConfig
+
+    assert cross_arch_elf.parse_variant("") == {}
+    overrides = cross_arch_elf.parse_variant("feature_loss=l2,lambda_front=0.1")
+    assert overrides == {"feature_loss": "l2", "lambda_front": 0.1}
+    with pytest.raises(SystemExit, match="key=value"):
+        cross_arch_elf.parse_variant("lambda_front")
+    elf = ELFConfig(feature_width=512, feature_epochs=2, feature_train_size=10000)
+    assert cross_arch_elf.elf_tag(elf, "") == "elf-w512-fe2-fn10000"  # the reference rows keep their cell keys
+    assert cross_arch_elf.elf_tag(elf, "feature_loss=l2") == "elf-w512-fe2-fn10000-feature-loss-l2"
+    assert cross_arch_elf.row_label("resnet18", None) == "resnet18"
+    assert cross_arch_elf.row_label("resnet18", "") == "resnet18 + ELF"
+    assert cross_arch_elf.row_label("resnet18", "feature_loss=l2") == "resnet18 + ELF (feature_loss=l2)"
+
+
+def test_example_report_takes_cross_arch_rows_of_the_same_set(tmp_path, monkeypatch):
+    example_report = pytest.importorskip("example_report")
+    row = {"model": "resnet18", "epochs": 1000, "n": 3, "mean": 70.0, "std": 1.0,
+           "extra": {"set_sha256": "abc", "elf": True, "elf_config": {"lambda_front": 1.0}, "accuracies": [70.0],
+                     "per_class": [70.0]}}
+    plain = {**row, "model": "convnet3", "extra": {**row["extra"], "elf": False}}
+    other_set = {**row, "extra": {**row["extra"], "set_sha256": "def"}}
+    (tmp_path / "cross.json").write_text(json.dumps({"rows": [row, plain, other_set]}))
+    monkeypatch.setattr(example_report, "RESULTS", tmp_path)
+    entries = example_report.cross_arch_entries("cross", "abc", skip_model="convnet3")
+    assert list(entries) == ["resnet18-elf-e1000-cross"]
+    assert entries["resnet18-elf-e1000-cross"]["config"]["elf"] == {"lambda_front": 1.0}
+    assert example_report.cross_arch_entries("missing", "abc", skip_model="convnet3") == {}
