@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from common import command_line, markdown_table, write_results
+from common import Cells, command_line, markdown_table, write_results
 from distillset.coreset import select_coreset
 from distillset.coreset.prune import prune_pool
 from distillset.data.base import ImageSet
@@ -58,16 +59,18 @@ def shares_real_pass(cell: Cell) -> bool:
     return cell.method != "random" and not cell.method.startswith("idm")
 
 
-def grouped_builder(name: str, cells: list[Cell], max_group: int = 4):
+def grouped_builder(name: str, cells: list[Cell], max_group: int = 4, reuse: Sequence[str] = ()):
     """``build``, except that a cell distilled from the same real data as other unfinished cells (same
     dataset, imbalance, pruned pool, seed and objective parameters; any method, IPC or iteration count) is distilled
     together with them in lockstep, sharing the real-feature pass (engine.run_together: each set is exactly
     what it would be alone). All sets of the group are saved; each records the group and its share of the
-    wall time. At most ``max_group`` sets are distilled together, so a group still ends within a session."""
+    wall time. At most ``max_group`` sets are distilled together, so a group still ends within a session.
+    Cells finished in a ``reuse`` table are left out of groups (run_table copies them)."""
 
     def group_of(cell: Cell) -> list[Cell]:
         return [other for other in cells if shares_real_pass(other) and other.dataset == cell.dataset
-                and other.seed == cell.seed and other.extra == cell.extra and not set_saved(name, other)]
+                and other.seed == cell.seed and other.extra == cell.extra and not set_saved(name, other)
+                and not any(Cells(table).get(other.key) for table in reuse)]
 
     def build_grouped(cell: Cell, splits, work: Path):
         others = [member for member in group_of(cell) if member != cell] if shares_real_pass(cell) else []
@@ -113,6 +116,9 @@ def main() -> None:
     parser.add_argument("--separately", action="store_true",
                         help="distil every cell on its own instead of sharing the real pass (engine.run_together) "
                              "between cells of the same real data")
+    parser.add_argument("--reuse", nargs="*", default=[],
+                        help="copy cells already finished in these tables (same key and evaluation), e.g. the "
+                             "full-pool DM row of dm_fashion_mnist in the pruning table")
     parser.add_argument("--max-group", type=int, default=4,
                         help="at most this many cells distilled together (a group's sets all finish at its end)")
     args = parser.parse_args()
@@ -151,9 +157,9 @@ def main() -> None:
         write_results(args.name, command_line(), rows, paper,
                       max(total_seconds(args.name), time.perf_counter() - start), md)
 
-    builder = build if args.separately else grouped_builder(args.name, cells, args.max_group)
+    builder = build if args.separately else grouped_builder(args.name, cells, args.max_group, args.reuse)
     write(run_table(args.name, cells, builder, num_models=args.models, epochs=args.epochs, device=args.device,
-                    precision=args.precision, compile=args.eval_compile, on_cell=write))
+                    precision=args.precision, compile=args.eval_compile, on_cell=write, reuse=args.reuse))
 
 if __name__ == "__main__":
     main()

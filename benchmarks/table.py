@@ -9,7 +9,7 @@ includes subset-to-subset variance, not only training noise."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,17 +63,25 @@ def run_table(
     compile: bool = False,
     data_root: Path | None = None,
     on_cell: Callable[[list[dict[str, Any]]], None] | None = None,
+    reuse: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell; returns all finished cells' rows (RESULTS.md format).
 
     ``on_cell`` is called with the rows of all finished cells each time a cell finishes, so the result
-    file can be rewritten as the table fills instead of only at the end of a run of many hours."""
+    file can be rewritten as the table fills instead of only at the end of a run of many hours.
+    A cell finished in one of the ``reuse`` tables (same key: same dataset, method, IPC, iterations, seed
+    and settings) under the same evaluation is copied from there instead of being run again."""
     done = Cells(name)
     models = Cells(f"{name}/models")
     splits_cache: dict[tuple[str, Any], DatasetSplits] = {}
+    evaluation = {"epochs": epochs, "n": num_models, "eval_precision": precision, "eval_compile": compile}
     for cell in cells:
         if done.get(cell.key) is not None:
             print(f"[{name}] {cell.key}: done, skipped", flush=True)
+            continue
+        if any(_copy_finished(table, cell, done, evaluation) for table in reuse):
+            if on_cell is not None:
+                on_cell(_rows(done))
             continue
         imbalance = cell.extra.get("imbalance")
         cache_key = (cell.dataset, imbalance, cell.seed if imbalance is not None else None)  # LT subset: seeded
@@ -119,6 +127,24 @@ def run_table(
         if on_cell is not None:
             on_cell(_rows(done))
     return _rows(done)
+
+
+def _copy_finished(table: str, cell: Cell, done: Cells, evaluation: dict[str, Any]) -> bool:
+    """Copy ``cell``'s finished record from ``table`` into ``done`` if it was evaluated the same way."""
+    record = Cells(table).get(cell.key)
+    if record is None or "row" not in record:
+        return False
+    row = record["row"]
+    found = {"epochs": row["epochs"], "n": row["n"], "eval_precision": row["extra"].get("eval_precision", "fp32"),
+             "eval_compile": row["extra"].get("eval_compile", False)}
+    if found != evaluation:
+        print(f"[{done.dir.name}] {cell.key}: not reused from {table} (evaluated with {found}, "
+              f"this table uses {evaluation})", flush=True)
+        return False
+    extra = {**row["extra"], "reused_from": table, "reused_commit": record.get("commit")}
+    done.put(cell.key, {"row": {**row, "extra": extra}, "seconds": 0.0})  # the compute is counted in ``table``
+    print(f"[{done.dir.name}] {cell.key}: reused from {table}", flush=True)
+    return True
 
 
 def _rows(done: Cells) -> list[dict[str, Any]]:

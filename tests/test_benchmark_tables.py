@@ -144,3 +144,30 @@ def test_example_report_takes_cross_arch_rows_of_the_same_set(tmp_path, monkeypa
     assert list(entries) == ["resnet18-elf-e1000-cross"]
     assert entries["resnet18-elf-e1000-cross"]["config"]["elf"] == {"lambda_front": 1.0}
     assert example_report.cross_arch_entries("missing", "abc", skip_model="convnet3") == {}
+
+
+def test_a_cell_finished_in_another_table_is_reused_not_rerun(tables, monkeypatch):
+    distill_table = pytest.importorskip("distill_table")
+    monkeypatch.setitem(distill_table.FAST, "compile", False)
+    dm, hdd = table.Cell("digits", "dm", 1, iterations=1), table.Cell("digits", "hdd", 1, iterations=1)
+    table.run_table("first", [dm], distill_table.build, num_models=1, epochs=1)
+
+    calls: list[str] = []
+    builder = distill_table.grouped_builder("second", [dm, hdd], reuse=["first"])
+
+    def counting(cell, splits, work):
+        calls.append(cell.key)
+        return builder(cell, splits, work)
+
+    rows = table.run_table("second", [dm, hdd], counting, num_models=1, epochs=1, reuse=["first"])
+    assert calls == [hdd.key]  # dm copied, and hdd distilled alone (not grouped with the reused dm)
+    reused = next(r for r in rows if r["method"] == "dm")
+    assert reused["extra"]["reused_from"] == "first"
+    assert reused["mean"] == common.Cells("first").get(dm.key)["row"]["mean"]
+    assert "distilled_with" not in json.loads(
+        (tables / "artifacts" / "second" / hdd.key / "manifest.json").read_text())["config"]
+
+    # another evaluation (epochs) is not the same cell: it runs
+    calls.clear()
+    table.run_table("third", [dm], counting, num_models=1, epochs=2, reuse=["first"])
+    assert calls == [dm.key]
