@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+
+import torch
 
 _M_MMAP_THRESHOLD = -3
 _applied = False
@@ -25,3 +28,10 @@ def keep_large_allocations() -> bool:
     except (OSError, AttributeError):
         return False
     return _applied
+
+
+def precision_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``precision="bf16"``, else a no-op context (fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -34,6 +34,7 @@ from distillset.data.base import DatasetInfo, ImageSet
 from distillset.engine.networks import RandomNetworkSampler, SampledNetwork, TrainedNetworkQueue
 from distillset.engine.synthetic import expand, expanded_labels, pack
 from distillset.objectives import MatchingContext, get_objective
+from distillset.runtime import precision_autocast
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 # The objective's generator is seeded with seed + this, apart from the stream of real batches and DSA draws.
@@ -198,11 +199,7 @@ class Distiller:
             params = self.dsa.sample(1, self.generator, siamese=True) if self.dsa is not None else None
             real_aug.append(self.dsa.apply(real, params) if params is not None else real)
             dsa_params.append(params)
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-            if self.config.real_precision == "bf16" else contextlib.nullcontext()
-        )
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), precision_autocast(self.device, self.config.real_precision):
             features = torch.cat([sampled.embed(chunk).float() for chunk in torch.cat(real_aug).split(REAL_CHUNK)])
         result = RealPass(list(features.split([len(r) for r in real_aug])), dsa_params, self.generator.get_state())
         if cache is not None and key is not None:

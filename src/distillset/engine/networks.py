@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
+from distillset.runtime import precision_autocast
 
 
 @dataclass
@@ -164,10 +164,6 @@ class TrainedNetworkQueue:
 
     def after_step(self, iteration: int, real: ImageSet, generator: torch.Generator) -> None:
         order = torch.randperm(len(self.queue), generator=generator)[: self.train_nets]
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-            if self.precision == "bf16" else contextlib.nullcontext()
-        )
         for index in order.tolist():
             member = self.queue[index]
             member.net.train()
@@ -176,7 +172,7 @@ class TrainedNetworkQueue:
             for _ in range(self.train_steps):
                 batch = torch.randint(len(real), (self.train_batch,), generator=generator)
                 x, y = real.images[batch].to(self.device), real.labels[batch].to(self.device)
-                with autocast:
+                with precision_autocast(self.device, self.precision):
                     logits = member.forward(x).float()
                 loss = F.cross_entropy(logits, y)
                 member.optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,6 @@ final epoch's on the full test split (not the best epoch).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 from distillset.augment import DSA
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
+from distillset.runtime import precision_autocast
 
 Precision = Literal["fp32", "bf16"]
 EVALUATION_FILE = "evaluation.json"  # per-run evaluation results written by `distillset evaluate`
@@ -101,12 +101,6 @@ class EvalResult:
         }
 
 
-def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def compiled(net: nn.Module, config: EvalConfig) -> Callable[[Tensor], Tensor]:
     """``net``'s forward, compiled when ``config.compile`` (static shapes: the last, smaller batch of an epoch
     and the test batches get their own graphs). Build it once per network and pass it on."""
@@ -157,7 +151,7 @@ def train_classifier(
             x = images[idx]
             if dsa is not None:
                 x = dsa(x, generator=generator, siamese=False)
-            with _autocast(device, config.precision):
+            with precision_autocast(device, config.precision):
                 logits = forward(x)
             logits = logits.float()
             y = targets[idx]
@@ -191,7 +185,7 @@ def test_accuracy(
     total = torch.bincount(test.labels, minlength=num_classes).double()
     for start in range(0, len(test), config.test_batch_size):
         x = test.images[start : start + config.test_batch_size].to(device)
-        with _autocast(device, config.precision):
+        with precision_autocast(device, config.precision):
             pred = (forward if forward is not None else net)(x).argmax(dim=1).cpu()
         y = test.labels[start : start + config.test_batch_size]
         correct += torch.bincount(y[pred == y], minlength=num_classes).double()
