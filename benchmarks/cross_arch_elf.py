@@ -16,7 +16,6 @@ cached under ~/.cache/distillset/feature-nets/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import time
@@ -32,6 +31,7 @@ from distillset.data import load_dataset
 from distillset.data.base import DatasetSplits, ImageSet
 from distillset.evaluate import EvalConfig, evaluate_synthetic
 from distillset.evaluate.elf import ELFConfig, elf_feature_network, evaluate_elf
+from distillset.registry import parse_key_values
 from table import ARTIFACTS, WORK, Cell
 
 
@@ -64,16 +64,10 @@ def elf_tag(elf: ELFConfig, variant: str) -> str:
 
 def parse_variant(variant: str) -> dict[str, Any]:
     """``"feature_loss=l2,lambda_front=0.1"`` -> ELFConfig overrides (values parsed as JSON where possible)."""
-    overrides: dict[str, Any] = {}
-    for item in filter(None, variant.split(",")):
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--elf-variants entries are key=value[,key=value], got {variant!r}")
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
-    return overrides
+    try:
+        return parse_key_values(filter(None, variant.split(",")))
+    except ValueError as exc:
+        raise SystemExit(f"--elf-variants entries are key=value[,key=value]: {exc}") from None
 
 
 def main() -> None:

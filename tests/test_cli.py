@@ -134,3 +134,11 @@ def test_distill_from_a_pruned_real_pool(tmp_path, rule):
     result = invoke("distill", "--dataset", "digits", "--prune-ratio", "0.2", "--prune-rule", "nope",
                     "--out", str(tmp_path / "bad"))
     assert result.exit_code == 2 and "unknown pruning rule" in result.output
+
+
+def test_parse_key_values_reads_json_values_and_names_a_bad_item():
+    from distillset.registry import parse_key_values
+
+    assert parse_key_values(["lr-img=0.5", "flag=true", "loss=l2"]) == {"lr_img": 0.5, "flag": True, "loss": "l2"}
+    with pytest.raises(ValueError, match="expects key=value, got 'oops'"):
+        parse_key_values(["oops"])

@@ -14,7 +14,7 @@ import typer
 
 from distillset.artifacts import ArtifactError, atomic_write_json, load_run, save_run
 from distillset.evaluate.protocol import EVALUATION_FILE
-from distillset.registry import UnknownNameError
+from distillset.registry import UnknownNameError, parse_key_values
 from distillset.runtime import keep_large_allocations
 
 app = typer.Typer(help="distillset: dataset distillation toolkit.", no_args_is_help=True, add_completion=False)
@@ -37,16 +37,10 @@ def _device(name: str) -> torch.device:
 
 def _parse_params(values: list[str] | None) -> dict[str, Any]:
     """``--param key=value`` pairs; values parsed as JSON where possible (numbers, true/false)."""
-    params: dict[str, Any] = {}
-    for item in values or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            _fail(f"--param expects key=value, got {item!r}")
-        try:
-            params[key.replace("-", "_")] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.replace("-", "_")] = raw
-    return params
+    try:
+        return parse_key_values(values or [])
+    except ValueError as exc:
+        _fail(f"--param {exc}")
 
 
 def _open_run(run: Path) -> tuple[Any, dict[str, Any]]:

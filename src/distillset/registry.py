@@ -1,9 +1,11 @@
-"""A tiny name -> object registry, in the spirit of timm's model registry."""
+"""A tiny name -> object registry, in the spirit of timm's model registry, and the ``key=value`` parser
+for the parameters of registered components (objectives, ELF settings)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -13,6 +15,21 @@ class UnknownNameError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
+
+
+def parse_key_values(items: Iterable[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{"k": v}``: values parsed as JSON where possible (numbers, true/false), else kept
+    as strings; ``-`` in keys becomes ``_``. Raises ValueError for an item without ``key=``."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expects key=value, got {item!r}")
+        try:
+            params[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.replace("-", "_")] = raw
+    return params
 
 
 class Registry(Generic[T]):
