@@ -105,10 +105,10 @@ def main() -> None:
         (arch, variant) for variant in args.elf_variants for arch in args.elf_archs
     ]
     speed_tag = ("" if args.precision == "fp32" else f"-{args.precision}") + ("-compiled" if args.eval_compile else "")
+    feature_nets: dict[str, Any] = {}  # per variant, loaded (or trained) when its first model runs
     rows, table = [], []
     for arch, variant in settings:
-        use_elf = variant is not None
-        elf = elf_configs[variant] if use_elf else None
+        elf = elf_configs[variant] if variant is not None else None
         evaluation_tag = "plain" if elf is None else elf_tag(elf, variant)
         records = []
         for index in range(args.models):
@@ -118,8 +118,10 @@ def main() -> None:
                 config = EvalConfig(model=arch, epochs=args.epochs, num_models=1, seed=index, precision=args.precision,
                                     compile=args.eval_compile)
                 if elf is not None:
-                    feature_net = elf_feature_network(splits, elf, device=args.device, progress=True)
-                    result = evaluate_elf(synthetic, splits, config, elf, device=args.device, feature_net=feature_net)
+                    if variant not in feature_nets:
+                        feature_nets[variant] = elf_feature_network(splits, elf, device=args.device, progress=True)
+                    result = evaluate_elf(synthetic, splits, config, elf, device=args.device,
+                                          feature_net=feature_nets[variant])
                 else:
                     result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=args.device)
                 record = {"accuracy": result.mean, "per_class": result.per_class,
@@ -130,14 +132,14 @@ def main() -> None:
         accuracies = [r["accuracy"] for r in records]
         mean, std = mean_std(accuracies)
         extra: dict[str, Any] = {
-            "elf": use_elf, "set": os.path.relpath(args.set or ARTIFACTS / args.name / set_key, ROOT.parent),
+            "elf": elf is not None, "set": os.path.relpath(args.set or ARTIFACTS / args.name / set_key, ROOT.parent),
             "set_key": set_key,
             "set_sha256": manifest["tensors"]["sha256"], "accuracies": [round(a, 2) for a in accuracies],
             "per_class": [round(a, 2) for a in torch.tensor([r["per_class"] for r in records]).mean(0).tolist()],
             "accuracy_reported": "final_epoch", "train_seconds": round(sum(r["train_seconds"] for r in records), 1),
             "eval_precision": args.precision, "eval_compile": args.eval_compile,
         }
-        if use_elf:
+        if elf is not None:
             extra["elf_config"] = records[0]["config"]["elf"]
             if variant:
                 extra["elf_variant"] = variant
