@@ -103,8 +103,8 @@ class TrainedNetworkQueue:
 
     These training steps are most of an IDM iteration's cost. ``precision="bf16"`` runs them under bf16
     autocast (parameters and optimiser state stay fp32) and ``compile=True`` compiles each net's forward
-    and embedding (one compilation serves every queue member: parameters are graph inputs); on a 2-core
-    AVX-512 CPU the two together make a training step about 2.3x faster than fp32 eager.
+    and embedding (one compilation serves every queue member: parameters are graph inputs); in a one-off
+    timing on a 2-core AVX-512 CPU the two together made a training step about 2.3x faster than fp32 eager.
     """
 
     def __init__(
