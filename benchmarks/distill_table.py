@@ -53,27 +53,33 @@ def build(cell: Cell, splits, work: Path):
     return synthetic, asdict(config)
 
 
-def shares_real_pass(cell: Cell) -> bool:
-    """Cells distilled with fresh random networks (engine.run_together); cells with the same ``extra``
-    (imbalance, pruning rule and ratio, objective parameters) distil from the same real pool."""
-    return cell.method != "random" and not cell.method.startswith("idm")
+def network_source(cell: Cell) -> str | None:
+    """How a cell's networks are drawn: ``random`` (DM-style), ``queue`` (IDM-style), None (not distilled).
+    Distilled cells with the same source and ``extra`` (imbalance, pruning rule and ratio, objective
+    parameters) can share networks and the real pass (engine.run_together)."""
+    if cell.method == "random":
+        return None
+    return "queue" if cell.method.startswith("idm") else "random"
 
 
 def grouped_builder(name: str, cells: list[Cell], max_group: int = 4, reuse: Sequence[str] = ()):
     """``build``, except that a cell distilled from the same real data as other unfinished cells (same
-    dataset, imbalance, pruned pool, seed and objective parameters; any method, IPC or iteration count) is distilled
-    together with them in lockstep, sharing the real-feature pass (engine.run_together: each set is exactly
+    dataset, imbalance, pruned pool, seed, objective parameters and network source; any method or IPC, and
+    for DM-style methods any iteration count) is distilled together with them in lockstep, sharing the
+    networks (IDM: the queue's training) and the real-feature pass (engine.run_together: each set is exactly
     what it would be alone). All sets of the group are saved; each records the group and its share of the
     wall time. At most ``max_group`` sets are distilled together, so a group still ends within a session.
     Cells finished in a ``reuse`` table are left out of groups (run_table copies them)."""
 
     def group_of(cell: Cell) -> list[Cell]:
-        return [other for other in cells if shares_real_pass(other) and other.dataset == cell.dataset
-                and other.seed == cell.seed and other.extra == cell.extra and not set_saved(name, other)
+        return [other for other in cells if network_source(other) == network_source(cell)
+                and other.dataset == cell.dataset and other.seed == cell.seed and other.extra == cell.extra
+                and (network_source(cell) == "random" or other.iterations == cell.iterations)
+                and not set_saved(name, other)
                 and not any(Cells(table).get(other.key) for table in reuse)]
 
     def build_grouped(cell: Cell, splits, work: Path):
-        others = [member for member in group_of(cell) if member != cell] if shares_real_pass(cell) else []
+        others = [member for member in group_of(cell) if member != cell] if network_source(cell) else []
         group = [cell, *others[: max_group - 1]]
         if len(group) == 1:
             return build(cell, splits, work)

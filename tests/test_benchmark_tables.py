@@ -93,6 +93,18 @@ def test_distill_table_caps_the_group_size(tables, monkeypatch):
     assert groups == [[cells[0].key, cells[1].key]] * 2 + [None]
 
 
+def test_distill_table_groups_idm_cells_apart_from_dm_cells(tables, monkeypatch):
+    distill_table = pytest.importorskip("distill_table")
+    monkeypatch.setitem(distill_table.FAST, "compile", False)
+    cells = [table.Cell("digits", "idm", 1, iterations=2), table.Cell("digits", "dm", 1, iterations=2),
+             table.Cell("digits", "idm+hdd", 2, iterations=2), table.Cell("digits", "idm", 2, iterations=3)]
+    table.run_table("q", cells, distill_table.grouped_builder("q", cells), num_models=1, epochs=1)
+    groups = [json.loads((tables / "artifacts" / "q" / c.key / "manifest.json").read_text())["config"]
+              .get("distilled_with") for c in cells]
+    # IDM cells of equal length share the queue; DM and the longer IDM run are distilled alone
+    assert groups == [[cells[0].key, cells[2].key], None, [cells[0].key, cells[2].key], None]
+
+
 def test_distill_table_groups_cells_of_the_same_pruned_pool(tables, monkeypatch):
     distill_table = pytest.importorskip("distill_table")
     monkeypatch.setitem(distill_table.FAST, "compile", False)

@@ -7,6 +7,7 @@ import torch
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.engine import CheckpointMismatchError, DistillConfig, Distiller, config_for_method, run_together
 from distillset.engine.methods import method_names, resolve_method
+from distillset.engine.networks import TrainedNetworkQueue
 from distillset.engine.synthetic import expand, expanded_labels, pack
 from distillset.objectives import OBJECTIVES, MatchingObjective
 from distillset.registry import UnknownNameError
@@ -182,9 +183,50 @@ def test_run_together_refuses_runs_that_cannot_share_the_real_pass(real):
     other_real = ImageSet(real.images.clone(), real.labels.clone())
     with pytest.raises(ValueError, match="real set"):
         run_together([dm, Distiller(other_real, INFO, _config())])
-    idm = dict(ipc=1, iterations=1, batch_real=16)
-    with pytest.raises(ValueError, match="IDM"):
-        run_together([Distiller(real, INFO, config_for_method("idm", **idm)) for _ in range(2)])
+    idm = dict(ipc=1, batch_real=16)
+    with pytest.raises(ValueError, match="network_source"):
+        run_together([Distiller(real, INFO, config_for_method("idm", iterations=1, **idm)),
+                      Distiller(real, INFO, config_for_method("dm", iterations=1, **idm))])
+    with pytest.raises(ValueError, match="same number of iterations"):
+        run_together([Distiller(real, INFO, config_for_method("idm", iterations=n, **idm)) for n in (1, 2)])
+
+
+def _idm_group_configs(iterations: int) -> list[DistillConfig]:
+    """IDM and IDM+HDD at two IPCs: they share the network queue (pushes every 2 iterations here)."""
+    small = dict(batch_real=16, checkpoint_every=2, log_every=1, iterations=iterations)
+    return [config_for_method("idm", ipc=1, **small), config_for_method("idm+hdd", ipc=2, **small)]
+
+
+def _short_queue(distillers: list[Distiller]) -> list[Distiller]:
+    for distiller in distillers:
+        distiller.sampler.push_interval, distiller.sampler.train_steps = 2, 2
+    return distillers
+
+
+def test_idm_runs_together_share_the_queue_and_match_runs_alone(real, tmp_path, monkeypatch):
+    trained = []
+    after_step = TrainedNetworkQueue.after_step
+    monkeypatch.setattr(TrainedNetworkQueue, "after_step",
+                        lambda self, i, r: trained.append(i) or after_step(self, i, r))
+    alone = [_short_queue([Distiller(real, INFO, c)])[0].run().images for c in _idm_group_configs(4)]
+    assert trained == [0, 1, 2, 3] * 2
+    trained.clear()
+    dirs = [tmp_path / str(i) for i in range(2)]
+    run_together(_short_queue([Distiller(real, INFO, c, out_dir=d)
+                               for c, d in zip(_idm_group_configs(2), dirs, strict=True)]))
+    resumed = run_together(_short_queue([Distiller(real, INFO, c, out_dir=d)
+                                         for c, d in zip(_idm_group_configs(4), dirs, strict=True)]), resume=True)
+    assert trained == [0, 1, 2, 3]  # the queue trained once per iteration for the whole group
+    for expected, result in zip(alone, resumed, strict=True):
+        assert torch.equal(result.images, expected)
+
+
+def test_idm_runs_at_different_checkpoints_are_not_run_together(real, tmp_path):
+    configs = _idm_group_configs(2)
+    Distiller(real, INFO, configs[0], out_dir=tmp_path / "a").run()
+    with pytest.raises(ValueError, match="same iteration"):
+        run_together([Distiller(real, INFO, c, out_dir=tmp_path / d) for c, d in zip(configs, "ab", strict=True)],
+                     resume=True)
 
 
 def test_class_shard_distils_only_its_classes(real):
@@ -246,12 +288,11 @@ def test_in_place_reinitialisation_equals_a_fresh_network():
 def test_queue_training_in_bf16_and_compiled_tracks_fp32(real):
     """IDM's queue-training speed path (bf16 autocast + compiled forward) trains the same nets as fp32 eager,
     up to bf16 rounding; the parameters and optimiser state stay fp32."""
-    from distillset.engine.networks import TrainedNetworkQueue
 
     def trained(**kw) -> TrainedNetworkQueue:
         queue = TrainedNetworkQueue("convnet3", INFO, 0, torch.device("cpu"), initial=1, train_steps=3,
                                     train_batch=32, **kw)
-        queue.after_step(0, real, torch.Generator().manual_seed(1))
+        queue.after_step(0, real)
         return queue
 
     reference, fast = trained(), trained(precision="bf16", compile=True)

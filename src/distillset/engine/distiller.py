@@ -4,9 +4,10 @@ Per iteration: get embedding network(s) (fresh random, or IDM's queue), draw rea
 apply the same DSA draw to a class's real and synthetic images, embed both, ask the objective for a loss,
 take an SGD step on the synthetic pixels. Classes are independent: ``classes`` may be any shard.
 
-:func:`run_together` runs several DM-style distillations of the same real data in lockstep; the real
-batches, DSA draws and network of an iteration are the same for all of them, so the real-feature pass
-(most of a step) is computed once and each run's result is exactly what it would be alone.
+:func:`run_together` runs several distillations of the same real data in lockstep; the real batches, DSA
+draws and networks of an iteration are the same for all of them, so the networks (IDM: the queue's training)
+and the real-feature pass, most of a step, are computed once and each run's result is exactly what it would
+be alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from tqdm.auto import tqdm
 from distillset.artifacts import atomic_save_tensors
 from distillset.augment import DSA, DSAParams
 from distillset.data.base import DatasetInfo, ImageSet
-from distillset.engine.networks import RandomNetworkSampler, SampledNetwork, TrainedNetworkQueue
+from distillset.engine.networks import (
+    LockstepNetworks,
+    RandomNetworkSampler,
+    SampledNetwork,
+    TrainedNetworkQueue,
+)
 from distillset.engine.synthetic import expand, expanded_labels, pack
 from distillset.objectives import MatchingContext, get_objective
 from distillset.runtime import precision_autocast
@@ -136,7 +142,7 @@ class Distiller:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.objective_generator = torch.Generator().manual_seed(config.seed + OBJECTIVE_STREAM_OFFSET)
         self.real_pass_cache: RealPassCache | None = None  # set by run_together
-        self.sampler = self._make_sampler()
+        self.sampler: RandomNetworkSampler | TrainedNetworkQueue | LockstepNetworks = self._make_sampler()
         self.stored = self._initial_images()
         self.optimizer = torch.optim.SGD([self.stored], lr=config.lr_img, momentum=config.momentum)
         self.iteration = 0
@@ -188,7 +194,7 @@ class Distiller:
         """Draw each class's real batch and DSA parameters (in the reference's order) and embed the batches
         without gradients; taken from ``real_pass_cache`` when a run in lockstep already did this draw."""
         cache = self.real_pass_cache
-        key = self._real_pass_key(classes) if cache is not None else None
+        key = self._real_pass_key(sampled, classes) if cache is not None else None
         cached = cache.get(key) if cache is not None and key is not None else None
         if cached is not None:
             self.generator.set_state(cached.generator_after)
@@ -206,13 +212,11 @@ class Distiller:
             cache.put(key, result)
         return result
 
-    def _real_pass_key(self, classes: Sequence[int]) -> Hashable | None:
+    def _real_pass_key(self, sampled: SampledNetwork, classes: Sequence[int]) -> tuple[Hashable, ...]:
         """What determines this step's real pass besides the settings :func:`run_together` checks: the
-        network's seed, the classes and the generator state before the draws (None: not shareable)."""
-        if not isinstance(self.sampler, RandomNetworkSampler):
-            return None
+        iteration and network (shared in lockstep), the classes and the generator state before the draws."""
         state = self.generator.get_state()
-        return (self.sampler.network_seed(self.iteration), tuple(classes), state.numpy().tobytes())
+        return (self.iteration, id(sampled.net), tuple(classes), state.numpy().tobytes())
 
     def _embed_classes(
         self, sampled: SampledNetwork, classes: Sequence[int]
@@ -262,11 +266,11 @@ class Distiller:
             class_sizes=self.class_sizes, generator=self.objective_generator,
         )
         total = 0.0
-        for sampled in self.sampler.sample(self.iteration, self.generator):
+        for sampled in self.sampler.sample(self.iteration):
             groups = [[cls] for cls in self.classes] if c.step_per_class else [self.classes]
             for group in groups:
                 total += self._apply(self._loss(sampled, group, context))
-        self.sampler.after_step(self.iteration, self.real, self.generator)
+        self.sampler.after_step(self.iteration, self.real)
         self.iteration += 1
         return {"loss": total / len(self.classes), **context.log}
 
@@ -280,7 +284,8 @@ class Distiller:
         return run_together([self], resume=resume)[0]
 
     def _advance(self) -> dict[str, float]:
-        """One iteration with its bookkeeping: time, log line, periodic evaluation and checkpoint."""
+        """One iteration with its bookkeeping: time, log line and periodic evaluation (:func:`run_together`
+        checkpoints once every run of the group has finished the iteration)."""
         c = self.config
         start = time.perf_counter()
         values = self.step()
@@ -289,9 +294,12 @@ class Distiller:
             self._log({"iteration": self.iteration, "seconds": round(self.elapsed, 3), **values})
         if self.evaluate is not None and self.evaluate_every and self.iteration % self.evaluate_every == 0:
             self._log({"iteration": self.iteration, **self.evaluate(self.synthetic_set())})
-        if c.checkpoint_every and self.iteration % c.checkpoint_every == 0:
-            self.save_checkpoint()
         return values
+
+    @property
+    def checkpoint_due(self) -> bool:
+        every = self.config.checkpoint_every
+        return bool(every) and self.iteration % every == 0
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.out_dir is None:
@@ -360,34 +368,38 @@ class RealPass:
 
 
 class RealPassCache:
-    """The last real pass of a lockstep group, reused by the group's other runs in the same iteration."""
+    """The real passes of a lockstep group's latest iteration (one per class group: IDM steps class by
+    class), reused by the group's other runs in the same iteration. Keys start with the iteration."""
 
     def __init__(self) -> None:
-        self._key: Hashable | None = None
-        self._value: RealPass | None = None
+        self._entries: dict[tuple[Hashable, ...], RealPass] = {}
 
-    def get(self, key: Hashable) -> RealPass | None:
-        return self._value if self._value is not None and key == self._key else None
+    def get(self, key: tuple[Hashable, ...]) -> RealPass | None:
+        return self._entries.get(key)
 
-    def put(self, key: Hashable, value: RealPass) -> None:
-        self._key, self._value = key, value
+    def put(self, key: tuple[Hashable, ...], value: RealPass) -> None:
+        if any(existing[0] != key[0] for existing in self._entries):
+            self._entries.clear()
+        self._entries[key] = value
 
 
 # Settings that decide a step's real pass besides the per-step key (network seed, classes, generator state).
-SHARED_SETTINGS = ("model", "seed", "batch_real", "dsa_strategy", "real_precision", "compile", "classes")
+SHARED_SETTINGS = ("model", "seed", "batch_real", "dsa_strategy", "real_precision", "compile", "classes",
+                   "network_source")
 
 
 def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> list[ImageSet]:
     """Run distillations in lockstep (iteration i of each, then i + 1, ...); returns their synthetic sets.
 
-    Runs of one real set with the same network, seed, real batch size, DSA, real precision and classes
-    (objectives, IPC, learning rates and iterations may differ) draw the same real batches, DSA parameters
-    and random networks in every iteration, because objectives draw from their own generator
-    (``MatchingContext.generator``) and initialisation from real images draws one permutation per class
-    whatever the IPC. The real-feature pass, most of a DM step, is then computed once per iteration and
-    shared; a draw that differs (e.g. a tail class smaller than the IPC) is simply computed again, so each
-    result is exactly the run's result alone (tested). Each run keeps its own checkpoints and log; a
-    signal stops all of them after the current iteration, as :meth:`Distiller.run` does.
+    Runs of one real set with the same network source (DM's random networks or IDM's queue), seed, real batch
+    size, DSA, real precision and classes (objectives, IPC, expansion and learning rates may differ; for DM
+    also iterations) draw the same real batches, DSA parameters and networks in every iteration, because
+    objectives and network sources draw from their own generators and initialisation from real images draws
+    one permutation per class whatever the IPC. The networks (with IDM's queue training) and the real-feature
+    pass, most of a step, are then computed once per iteration and shared; a draw that differs (e.g. a tail
+    class smaller than the IPC) is simply computed again, so each result is exactly the run's result alone
+    (tested). Each run keeps its own checkpoints and log, written once the whole group has finished the
+    iteration; a signal stops all of them after the current iteration, as :meth:`Distiller.run` does.
     """
     if not distillers:
         raise ValueError("run_together needs at least one Distiller")
@@ -396,6 +408,7 @@ def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> li
     if resume:
         for distiller in distillers:
             distiller.load_checkpoint()
+    _check_in_step(distillers)
     names = ", ".join(d.config.method_label for d in distillers)
     bar = tqdm(total=sum(d.config.iterations for d in distillers), initial=sum(d.iteration for d in distillers),
                desc=f"distill {names}", disable=not any(d.progress for d in distillers))
@@ -406,6 +419,9 @@ def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> li
                     values = distiller._advance()
                     bar.update(1)
                     bar.set_postfix(loss=f"{values['loss']:.4g}")
+                for distiller in active:
+                    if distiller.checkpoint_due:
+                        distiller.save_checkpoint()
                 if stop:
                     for distiller in distillers:
                         distiller.save_checkpoint()
@@ -426,23 +442,21 @@ def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> li
 
 
 def share_real_pass(distillers: Sequence[Distiller]) -> None:
-    """Make these distillers reuse one real pass per iteration when stepped in lockstep (as
-    :func:`run_together` does); raises ValueError unless they can (same real set and settings)."""
+    """Make these distillers share their networks and one real pass per iteration when stepped in lockstep
+    (as :func:`run_together` does); raises ValueError unless they can (same real set and settings)."""
     _check_shareable(distillers)
     cache = RealPassCache()
+    networks = LockstepNetworks(distillers[0].sampler, len(distillers))
     for distiller in distillers:
         distiller.real_pass_cache = cache
-        distiller.sampler = distillers[0].sampler  # one (compiled) network, re-drawn per iteration
+        distiller.sampler = networks
+
+
+def _label(distiller: Distiller) -> str:
+    return distiller.out_dir.name if distiller.out_dir is not None else distiller.config.method_label
 
 
 def _check_shareable(distillers: Sequence[Distiller]) -> None:
-    def label(distiller: Distiller) -> str:
-        return distiller.out_dir.name if distiller.out_dir is not None else distiller.config.objective
-
-    queued = [label(d) for d in distillers if d.config.network_source != "random"]
-    if queued:
-        raise ValueError(f"run_together shares fresh random networks; {', '.join(queued)} use IDM's network queue, "
-                         "which trains its networks per run, so run IDM distillations separately")
     first = distillers[0]
     for other in distillers[1:]:
         differing = [name for name in SHARED_SETTINGS if getattr(other.config, name) != getattr(first.config, name)]
@@ -453,9 +467,23 @@ def _check_shareable(distillers: Sequence[Distiller]) -> None:
         if differing:
             raise ValueError(
                 f"run_together shares the real pass, so its runs must agree on {', '.join(SHARED_SETTINGS)} and "
-                f"the real set; '{label(other)}' differs from '{label(first)}' in: {', '.join(differing)}. "
+                f"the real set; '{_label(other)}' differs from '{_label(first)}' in: {', '.join(differing)}. "
                 "Run them separately."
             )
+    counts = {d.config.iterations for d in distillers}
+    if first.config.network_source == "queue" and len(counts) > 1:
+        raise ValueError(f"runs sharing IDM's network queue must run the same number of iterations, got "
+                         f"{sorted(counts)}; run them separately")
+
+
+def _check_in_step(distillers: Sequence[Distiller]) -> None:
+    """Runs sharing IDM's queue must start at the same iteration (e.g. resumed from checkpoints of one group)."""
+    if len(distillers) < 2 or not getattr(distillers[0].sampler, "trains", False):
+        return
+    at = {_label(d): d.iteration for d in distillers}
+    if len(set(at.values())) > 1:
+        raise ValueError(f"runs sharing IDM's network queue must start at the same iteration, but their "
+                         f"checkpoints are at {at}; resume them separately or move the lagging checkpoints away")
 
 
 @contextlib.contextmanager

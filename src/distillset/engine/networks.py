@@ -3,6 +3,10 @@
 * :class:`RandomNetworkSampler` (DM): a freshly initialised network per iteration, frozen.
 * :class:`TrainedNetworkQueue` (IDM): a queue of networks partly trained on real data, refreshed
   as distillation goes (Zhao et al., CVPR 2023, Sec. 3.3).
+* :class:`LockstepNetworks`: one of the above shared by runs stepped in lockstep (``run_together``).
+
+A source draws from its own random stream (never the run's), so which networks a run sees does not depend
+on its IPC, objective or initialisation, and runs in lockstep can share them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from torch import Tensor, nn
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
 from distillset.runtime import precision_autocast
+
+QUEUE_STREAM_OFFSET = 2**33  # IDM's queue draws from a generator seeded with seed + this
 
 
 @dataclass
@@ -55,7 +61,7 @@ class RandomNetworkSampler:
     def network_seed(self, iteration: int) -> int:
         return self.seed * 1_000_003 + iteration
 
-    def sample(self, iteration: int, generator: torch.Generator) -> list[SampledNetwork]:
+    def sample(self, iteration: int) -> list[SampledNetwork]:
         if self.compile:
             if self._net is None:
                 self._net = get_network(self.model, self.info.channels, self.info.num_classes,
@@ -72,7 +78,7 @@ class RandomNetworkSampler:
             parameter.requires_grad_(False)
         return [SampledNetwork(net, 0.0, self._embed if self.compile else None)]
 
-    def after_step(self, iteration: int, real: ImageSet, generator: torch.Generator) -> None:
+    def after_step(self, iteration: int, real: ImageSet) -> None:
         """Random networks are never trained."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -130,6 +136,7 @@ class TrainedNetworkQueue:
         self.capacity, self.push_interval, self.match_nets = capacity, push_interval, match_nets
         self.train_nets, self.train_steps, self.train_batch, self.lr = train_nets, train_steps, train_batch, lr
         self.created = 0
+        self.generator = torch.Generator().manual_seed(seed + QUEUE_STREAM_OFFSET)  # sampling and training draws
         self.queue: list[_QueuedNet] = []
         for _ in range(initial):
             self._push()
@@ -149,10 +156,10 @@ class TrainedNetworkQueue:
         if len(self.queue) > self.capacity:
             self.queue.pop(0)
 
-    def sample(self, iteration: int, generator: torch.Generator) -> list[SampledNetwork]:
+    def sample(self, iteration: int) -> list[SampledNetwork]:
         if iteration > 0 and iteration % self.push_interval == 0:
             self._push()
-        order = torch.randperm(len(self.queue), generator=generator)[: self.match_nets]
+        order = torch.randperm(len(self.queue), generator=self.generator)[: self.match_nets]
         sampled = []
         for index in order.tolist():
             member = self.queue[index]
@@ -162,15 +169,15 @@ class TrainedNetworkQueue:
             sampled.append(SampledNetwork(member.net, member.accuracy, member.embed))
         return sampled
 
-    def after_step(self, iteration: int, real: ImageSet, generator: torch.Generator) -> None:
-        order = torch.randperm(len(self.queue), generator=generator)[: self.train_nets]
+    def after_step(self, iteration: int, real: ImageSet) -> None:
+        order = torch.randperm(len(self.queue), generator=self.generator)[: self.train_nets]
         for index in order.tolist():
             member = self.queue[index]
             member.net.train()
             for parameter in member.net.parameters():
                 parameter.requires_grad_(True)
             for _ in range(self.train_steps):
-                batch = torch.randint(len(real), (self.train_batch,), generator=generator)
+                batch = torch.randint(len(real), (self.train_batch,), generator=self.generator)
                 x, y = real.images[batch].to(self.device), real.labels[batch].to(self.device)
                 with precision_autocast(self.device, self.precision):
                     logits = member.forward(x).float()
@@ -182,7 +189,8 @@ class TrainedNetworkQueue:
                 member.seen += len(y)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state: dict[str, torch.Tensor] = {"queue.created": torch.tensor(self.created)}
+        state: dict[str, torch.Tensor] = {"queue.created": torch.tensor(self.created),
+                                          "queue.generator": self.generator.get_state()}
         for i, member in enumerate(self.queue):
             for key, value in member.net.state_dict().items():
                 state[f"queue.{i}.net.{key}"] = value
@@ -208,3 +216,42 @@ class TrainedNetworkQueue:
                 if key in state:
                     member.optimizer.state[parameter]["momentum_buffer"] = state[key].clone()
             member.correct, member.seen = (int(v) for v in state[f"queue.{i}.counts"])
+        self.generator.set_state(state["queue.generator"])
+
+
+class LockstepNetworks:
+    """One network source shared by ``runs`` distillations stepped in lockstep (:func:`run_together`).
+
+    An iteration's networks are sampled once for all runs; IDM's queue is trained once per iteration, when
+    the last run has finished it, so every run matches with exactly the networks it would see alone. The
+    queue needs its runs at the same iteration (checked: a run that falls out of step raises RuntimeError);
+    fresh random networks depend on the iteration alone, so their runs may be at any iterations.
+    """
+
+    def __init__(self, source: RandomNetworkSampler | TrainedNetworkQueue, runs: int) -> None:
+        self.source, self.runs = source, runs
+        self.trains = isinstance(source, TrainedNetworkQueue)
+        self._iteration: int | None = None
+        self._sampled: list[SampledNetwork] = []
+        self._finished = 0
+
+    def sample(self, iteration: int) -> list[SampledNetwork]:
+        if iteration != self._iteration:
+            if self.trains and self._iteration is not None and self._finished != self.runs:
+                raise RuntimeError(
+                    f"runs sharing IDM's network queue fell out of lockstep: iteration {iteration} was sampled "
+                    f"while only {self._finished} of {self.runs} runs had finished iteration {self._iteration}"
+                )
+            self._iteration, self._sampled, self._finished = iteration, self.source.sample(iteration), 0
+        return self._sampled
+
+    def after_step(self, iteration: int, real: ImageSet) -> None:
+        self._finished += 1
+        if self._finished == self.runs:
+            self.source.after_step(iteration, real)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.source.load_state_dict(state)
