@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -60,6 +61,13 @@ def network_source(cell: Cell) -> str | None:
     if cell.method == "random":
         return None
     return "queue" if cell.method.startswith("idm") else "random"
+
+
+def head_tail(per_class: Sequence[float]) -> tuple[float, float]:
+    """Mean accuracy of the head and tail classes: the first and last third (rounded up) of the class order,
+    which is the long-tailed builder's order from most to fewest training images."""
+    third = math.ceil(len(per_class) / 3)
+    return sum(per_class[:third]) / third, sum(per_class[-third:]) / third
 
 
 def grouped_builder(name: str, cells: list[Cell], max_group: int = 4, reuse: Sequence[str] = ()):
@@ -154,8 +162,12 @@ def main() -> None:
                   "real pool": f"{r['extra']['prune']} {r['extra']['keep']:.0%}" if "prune" in r["extra"] else "full",
                   "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
                   "distill s": r["extra"]["build_seconds"]} for r in rows]
-        md = markdown_table(table, ["method", "ipc", "imbalance", "real pool", "iterations", "accuracy", "n",
-                                    "distill s"])
+        columns = ["method", "ipc", "imbalance", "real pool", "iterations", "accuracy", "n", "distill s"]
+        if any(r["extra"].get("imbalance") for r in rows):  # long-tailed: head vs tail classes
+            for entry, row in zip(table, rows, strict=True):
+                entry["head / tail classes"] = "{:.1f} / {:.1f}".format(*head_tail(row["extra"]["per_class"]))
+            columns.insert(6, "head / tail classes")
+        md = markdown_table(table, columns)
         if paper:
             md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(
                 [{**p, "accuracy": f"{p['mean']} ± {p.get('std', '?')}"} for p in paper],

@@ -183,3 +183,10 @@ def test_a_cell_finished_in_another_table_is_reused_not_rerun(tables, monkeypatc
     calls.clear()
     table.run_table("third", [dm], counting, num_models=1, epochs=2, reuse=["first"])
     assert calls == [dm.key]
+
+
+def test_head_tail_averages_the_first_and_last_third_of_the_classes():
+    distill_table = pytest.importorskip("distill_table")
+    per_class = [90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0, 0.0]  # 10 classes: thirds of 4
+    assert distill_table.head_tail(per_class) == (75.0, 15.0)
+    assert distill_table.head_tail([1.0, 2.0, 3.0]) == (1.0, 3.0)
