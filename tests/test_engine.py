@@ -257,7 +257,7 @@ def test_idm_preset_expands_and_uses_queue(real):
     distiller = Distiller(real, INFO, config_for_method("idm", ipc=1, iterations=2, batch_real=16))
     synthetic = distiller.run()
     assert synthetic.images.shape == (12, 1, 8, 8)  # 3 classes x 1 stored image x 4
-    assert len(distiller.sampler.queue) == 3
+    assert len(distiller.sampler.queue) == 4  # 3 to start, one pushed at iteration 0 (as the reference)
     assert all(member.seen > 0 for member in distiller.sampler.queue) or distiller.sampler.train_nets < 3
 
 
@@ -266,6 +266,16 @@ def test_method_presets():
     idm_hdd = resolve_method("idm+hdd")
     assert idm_hdd["objective"] == "hdd" and idm_hdd["network_source"] == "queue"
     assert idm_hdd["objective_params"] == {"curvature_k": 2.4, "weight": 100.0}
+    # per-IPC settings of the CIFAR-10 commands
+    assert (idm_hdd["lr_img"], idm_hdd["ce_weight"]) == (1.0, 0.5)
+    def rates(method: str, ipc: int) -> tuple[float, float]:
+        settings = resolve_method(method, ipc=ipc)
+        return settings["lr_img"], settings["ce_weight"]
+
+    assert rates("idm+hdd", 50) == (0.2, 0.1) and rates("idm+hdd", 1) == (0.5, 0.5)
+    assert rates("idm", 1) == rates("idm", 10) == (0.2, 0.5) and rates("idm", 50) == (0.2, 0.1)
+    assert config_for_method("idm", ipc=50).ce_weight == 0.1
+    assert config_for_method("idm", ipc=50, ce_weight=0.3).ce_weight == 0.3  # overrides win
     assert resolve_method("hdd")["objective_params"] == {"curvature_k": 1.0, "weight": 20.0}
     assert {"dm", "hdd", "idm", "idm+hdd"} <= set(method_names())
     with pytest.raises(UnknownNameError, match="choose one of"):

@@ -114,7 +114,8 @@ def distill(
     method: Annotated[
         str,
         typer.Option(help="dm, hdd, idm, idm+hdd, csdm, cfm, ... (see `distillset methods`). A comma list "
-                          "(dm,hdd,csdm) distils one set per method into out/<method>, sharing the real pass."),
+                          "(dm,hdd,csdm or idm,idm+hdd) distils one set per method into out/<method>, sharing the real "
+                          "pass (and IDM's network queue)."),
     ] = "dm",
     dataset: Annotated[str, typer.Option(help="Dataset name (see `distillset datasets`).")] = "fashion-mnist",
     ipc: Annotated[int, typer.Option(help="Images per class.")] = 10,

@@ -6,7 +6,7 @@ from distillset.engine.methods import method_names, resolve_method
 
 def config_for_method(method: str, **overrides) -> DistillConfig:
     """A :class:`DistillConfig` for a method preset (``dm``, ``hdd``, ``idm``, ``idm+hdd``, ...)."""
-    settings = resolve_method(method)
+    settings = resolve_method(method, overrides.get("ipc", DistillConfig.ipc))
     params = {**settings.pop("objective_params"), **overrides.pop("objective_params", {})}
     return DistillConfig(**{**settings, **overrides, "objective_params": params})
 

@@ -2,11 +2,13 @@
 
 ``dm``/``hdd``/any registered objective name runs in the DM loop (fresh random network each iteration,
 one SGD step on the loss summed over classes). ``idm`` and ``idm+<objective>`` run IDM's loop (queue of
-partly trained networks, 2×2 partition-and-expansion, class-aware CE regulariser, one step per class).
+partly trained networks, 2×2 partition-and-expansion, class-aware CE regulariser, one step per class), with
+the image learning rate and CE weight of the reference CIFAR-10 command for the IPC.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from distillset.objectives import objective_names
@@ -19,22 +21,29 @@ OBJECTIVE_DEFAULTS: dict[str, dict[str, Any]] = {
 IDM_SETTINGS: dict[str, Any] = {
     "network_source": "queue",
     "expansion_factor": 2,
-    "ce_weight": 0.1,
     "step_per_class": True,
-    "lr_img": 0.2,
+}
+# Per-IPC settings of the CIFAR-10 commands (uitrbn/IDM and Guang000/HDD IDM-HDD command.txt), keyed by the
+# largest IPC they apply to: IPC 1, IPC <= 10, larger. ``idm+<objective>`` uses the IDM-HDD rows.
+IDM_PER_IPC: dict[str, list[tuple[float, dict[str, float]]]] = {
+    "idm": [(1, {"lr_img": 0.2, "ce_weight": 0.5}), (10, {"lr_img": 0.2, "ce_weight": 0.5}),
+            (math.inf, {"lr_img": 0.2, "ce_weight": 0.1})],
+    "idm+": [(1, {"lr_img": 0.5, "ce_weight": 0.5}), (10, {"lr_img": 1.0, "ce_weight": 0.5}),
+             (math.inf, {"lr_img": 0.2, "ce_weight": 0.1})],
 }
 IDM_OBJECTIVE_DEFAULTS: dict[str, dict[str, Any]] = {
     "hdd": {"curvature_k": 2.4, "weight": 100.0},  # IDM-HDD CIFAR-10 command
 }
 
 
-def resolve_method(method: str) -> dict[str, Any]:
-    """Settings for ``method``: keys of :class:`~distillset.engine.distiller.DistillConfig`."""
+def resolve_method(method: str, ipc: int = 10) -> dict[str, Any]:
+    """Settings for ``method`` at ``ipc``: keys of :class:`~distillset.engine.distiller.DistillConfig`."""
     name = method.strip().lower()
     base, _, objective = name.partition("+")
     if base == "idm":
+        rows = IDM_PER_IPC["idm+" if objective else "idm"]
         objective = objective or "dm"
-        settings = dict(IDM_SETTINGS)
+        settings = {**IDM_SETTINGS, **next(values for largest, values in rows if ipc <= largest)}
         params = IDM_OBJECTIVE_DEFAULTS.get(objective, OBJECTIVE_DEFAULTS.get(objective, {}))
     elif not objective:
         objective, settings = base, {}

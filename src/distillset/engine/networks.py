@@ -157,7 +157,7 @@ class TrainedNetworkQueue:
             self.queue.pop(0)
 
     def sample(self, iteration: int) -> list[SampledNetwork]:
-        if iteration > 0 and iteration % self.push_interval == 0:
+        if iteration % self.push_interval == 0:  # as the reference, also at iteration 0 (4 nets to start)
             self._push()
         order = torch.randperm(len(self.queue), generator=self.generator)[: self.match_nets]
         sampled = []
