@@ -116,7 +116,7 @@ def run_table(
                 "iterations": cell.iterations, "epochs": epochs,
                 "extra": {**cell.extra, "seed": cell.seed, "accuracies": [round(a, 2) for a in accuracies],
                           "per_class": [round(a, 2) for a in per_class_mean], "accuracy_reported": "final_epoch",
-                          "eval_precision": precision, "eval_compile": compile,
+                          "eval_precision": precision, "eval_compile": compile, "threads": torch.get_num_threads(),
                           "build_seconds": round(sum(build_seconds.values()), 1),
                           "eval_seconds": round(sum(train_seconds), 1),
                           **({"sets": "one per model (seed + model index)"} if cell.resample else {}),
