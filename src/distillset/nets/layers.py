@@ -54,16 +54,48 @@ class InstanceNorm2d(nn.Module):
 
 
 def instance_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """Decomposed instance norm, computed in fp32 and returned in ``x.dtype``.
+    """Decomposed instance norm, computed in fp32 (fp64 for fp64 input) and returned in ``x.dtype``.
 
     Two-pass: the centred input gives both the variance and the output, so neither the
-    statistics nor the weight gradient suffer cancellation when |mean| >> std.
+    statistics nor the weight gradient suffer cancellation when |mean| >> std. The backward is
+    written out (:class:`_InstanceNormFunction`): traced by ``torch.compile`` it reads the input and
+    the output gradient in two fused passes and saves only the input and the per-channel statistics,
+    which makes a compiled bf16 training step of ConvNet-3 ~20% faster than Inductor's own derivative
+    of the decomposed forward (docs/networks.md).
     """
-    x32 = x.float()
-    centred = x32 - x32.mean(dim=(2, 3), keepdim=True)
-    var = centred.square().mean(dim=(2, 3), keepdim=True)
-    scale = weight.float().view(1, -1, 1, 1) * torch.rsqrt(var + eps)
-    return torch.addcmul(bias.float().view(1, -1, 1, 1), centred, scale).to(x.dtype)
+    return _InstanceNormFunction.apply(x, weight, bias, eps)
+
+
+class _InstanceNormFunction(torch.autograd.Function):
+    """y = (x - mean) * rstd * weight + bias over (H, W); the standard normalisation gradient
+    dx = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)), with g_hat = g * weight."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        mean = wide.mean(dim=(2, 3), keepdim=True)
+        centred = wide - mean
+        rstd = torch.rsqrt(centred.square().mean(dim=(2, 3), keepdim=True) + eps)
+        ctx.save_for_backward(x, mean, rstd, weight)
+        scale = weight.to(wide.dtype).view(1, -1, 1, 1) * rstd
+        return torch.addcmul(bias.to(wide.dtype).view(1, -1, 1, 1), centred, scale).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, mean, rstd, weight = ctx.saved_tensors
+        normalized = (x.to(rstd.dtype) - mean) * rstd
+        grad = grad_output.to(rstd.dtype)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_normalized = grad * weight.to(rstd.dtype).view(1, -1, 1, 1)
+            grad_x = rstd * (grad_normalized - grad_normalized.mean(dim=(2, 3), keepdim=True)
+                             - normalized * (grad_normalized * normalized).mean(dim=(2, 3), keepdim=True))
+            grad_x = grad_x.to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad * normalized).sum(dim=(0, 2, 3)).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=(0, 2, 3)).to(weight.dtype)
+        return grad_x, grad_weight, grad_bias, None
 
 
 def unfolded_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
