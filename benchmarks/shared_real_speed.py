@@ -1,6 +1,8 @@
 """Seconds per distilled set and iteration: each method alone vs all of them in lockstep sharing the real pass.
 
     python benchmarks/shared_real_speed.py --methods dm hdd csdm --ipc 10 --iterations 10 --compile --record
+    python benchmarks/shared_real_speed.py --methods idm idm+hdd --ipc 10 --iterations 5 --compile --record \
+        --name shared_queue_speed
 
 ``alone``: ``Distiller.step`` of one run (the engine's normal step). ``together``: one lockstep iteration of
 all the runs (``engine.share_real_pass``: the real batches, DSA draws and network are the same for every
@@ -27,7 +29,8 @@ from dm_speed import step_arguments, time_steps  # noqa: E402
 def main() -> None:
     parser = step_arguments(__doc__)
     parser.add_argument("--methods", nargs="+", default=["dm", "hdd", "csdm"])
-    parser.add_argument("--record", action="store_true", help="write benchmarks/results/shared_real_speed.json")
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/<name>.json")
+    parser.add_argument("--name", default="shared_real_speed", help="result name for --record")
     args = parser.parse_args()
 
     splits = load_dataset(args.dataset)
@@ -69,7 +72,7 @@ def main() -> None:
                             ["mode", "methods", "s / iteration / set"])
         md += f"\nPer-set speed-up of the lockstep group over the mean of the runs alone: {speedup:.2f}x\n"
         wall = sum(r["sec_per_iter_per_set"] * len(r["methods"]) for r in rows) * (args.iterations + args.warmup)
-        write_results("shared_real_speed", " ".join(["python", "benchmarks/shared_real_speed.py", *sys.argv[1:]]),
+        write_results(args.name, " ".join(["python", "benchmarks/shared_real_speed.py", *sys.argv[1:]]),
                       result_rows, [], wall, md, extra={"speedup_per_set": round(speedup, 2)})
 
 
