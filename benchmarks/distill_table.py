@@ -49,9 +49,9 @@ def build(cell: Cell, splits, work: Path):
     if cell.method == "random":
         subset = select_coreset(splits, "random", cell.ipc, seed=cell.seed)
         return subset, {"method": "random"}
-    config = _config(cell)
-    synthetic = Distiller(real_pool(cell, splits), splits.info, config, out_dir=work, progress=False).run(resume=True)
-    return synthetic, asdict(config)
+    distiller = Distiller(real_pool(cell, splits), splits.info, _config(cell), out_dir=work, progress=False)
+    synthetic = distiller.run(resume=True)
+    return synthetic, {**asdict(distiller.config), "build_seconds": round(distiller.elapsed, 1)}
 
 
 def network_source(cell: Cell) -> str | None:
@@ -76,7 +76,8 @@ def grouped_builder(name: str, cells: list[Cell], max_group: int = 4, reuse: Seq
     for DM-style methods any iteration count) is distilled together with them in lockstep, sharing the
     networks (IDM: the queue's training) and the real-feature pass (engine.run_together: each set is exactly
     what it would be alone). All sets of the group are saved; each records the group and its share of the
-    wall time. At most ``max_group`` sets are distilled together, so a group still ends within a session.
+    group's distillation time (the runs' checkpointed step times, so resumes across sessions all count). At
+    most ``max_group`` sets are distilled together (a group's sets all finish at its end).
     Cells finished in a ``reuse`` table are left out of groups (run_table copies them)."""
 
     def group_of(cell: Cell) -> list[Cell]:
@@ -91,16 +92,16 @@ def grouped_builder(name: str, cells: list[Cell], max_group: int = 4, reuse: Seq
         group = [cell, *others[: max_group - 1]]
         if len(group) == 1:
             return build(cell, splits, work)
-        start = time.perf_counter()
         real = real_pool(cell, splits)
         distillers = [Distiller(real, splits.info, _config(member), out_dir=WORK / name / member.key,
                                 progress=False) for member in group]
         print(f"[{name}] distilling together (one real pass): {', '.join(m.key for m in group)}", flush=True)
         sets = run_together(distillers, resume=True)
-        seconds = time.perf_counter() - start
+        # the runs' step times, checkpointed, so a group resumed over several sessions counts all of them
+        seconds = sum(distiller.elapsed for distiller in distillers)
         keys = [m.key for m in group]
         for member, distiller, synthetic in zip(group, distillers, sets, strict=True):
-            config = {**asdict(distiller.config), "distilled_with": keys, "group_wall_seconds": round(seconds, 1)}
+            config = {**asdict(distiller.config), "distilled_with": keys, "group_seconds": round(seconds, 1)}
             save_set(name, member, synthetic, config, seconds / len(group))
         return sets[group.index(cell)], {}
 

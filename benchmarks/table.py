@@ -48,6 +48,8 @@ class Cell:
         return replace(self, seed=self.seed + index, resample=False) if self.resample else self
 
 
+# A builder returns the set and the config recorded in its manifest; a config with ``build_seconds`` (e.g. a
+# distillation's checkpointed compute time, which survives resumes) is recorded instead of this call's wall time.
 SetBuilder = Callable[[Cell, DatasetSplits, Path], tuple[ImageSet, dict[str, Any]]]
 
 
@@ -161,7 +163,7 @@ def _load_or_build(name: str, cell: Cell, splits: DatasetSplits, build: SetBuild
     start = time.perf_counter()
     synthetic, config = build(cell, splits, WORK / name / cell.key)
     if not set_saved(name, cell):
-        save_set(name, cell, synthetic, config, time.perf_counter() - start)
+        save_set(name, cell, synthetic, config, config.get("build_seconds", time.perf_counter() - start))
     return synthetic, read_manifest(artifact)["wall_seconds"]
 
 

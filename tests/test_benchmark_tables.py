@@ -71,6 +71,10 @@ def test_distill_table_distils_cells_of_the_same_real_data_together(tables, monk
     together = [cells[1].key, cells[2].key]
     for key in together:
         assert manifests[key]["config"]["distilled_with"] == together
+        # each set records its share of the runs' checkpointed step time
+        assert manifests[key]["wall_seconds"] == pytest.approx(manifests[key]["config"]["group_seconds"] / 2, abs=0.1)
+        assert manifests[key]["wall_seconds"] > 0
+    assert manifests[cells[3].key]["wall_seconds"] == manifests[cells[3].key]["config"]["build_seconds"] > 0
     assert "distilled_with" not in manifests[cells[3].key]["config"]  # another seed: distilled alone
 
     from distillset.artifacts import load_run
