@@ -55,12 +55,10 @@ def build(cell: Cell, splits, work: Path):
 
 
 def network_source(cell: Cell) -> str | None:
-    """How a cell's networks are drawn: ``random`` (DM-style), ``queue`` (IDM-style), None (not distilled).
-    Distilled cells with the same source and ``extra`` (imbalance, pruning rule and ratio, objective
-    parameters) can share networks and the real pass (engine.run_together)."""
-    if cell.method == "random":
-        return None
-    return "queue" if cell.method.startswith("idm") else "random"
+    """The method preset's network source (``random`` for DM-style, ``queue`` for IDM-style), None for the
+    undistilled ``random`` baseline. Distilled cells with the same source and ``extra`` (imbalance, pruning
+    rule and ratio, objective parameters) can share networks and the real pass (engine.run_together)."""
+    return None if cell.method == "random" else _config(cell).network_source
 
 
 def head_tail(per_class: Sequence[float]) -> tuple[float, float]:

@@ -195,7 +195,7 @@ class Distiller:
         without gradients; taken from ``real_pass_cache`` when a run in lockstep already did this draw."""
         cache = self.real_pass_cache
         key = self._real_pass_key(sampled, classes) if cache is not None else None
-        cached = cache.get(key) if cache is not None and key is not None else None
+        cached = cache.get(key) if cache is not None else None
         if cached is not None:
             self.generator.set_state(cached.generator_after)
             return cached
@@ -208,7 +208,7 @@ class Distiller:
         with torch.no_grad(), precision_autocast(self.device, self.config.real_precision):
             features = torch.cat([sampled.embed(chunk).float() for chunk in torch.cat(real_aug).split(REAL_CHUNK)])
         result = RealPass(list(features.split([len(r) for r in real_aug])), dsa_params, self.generator.get_state())
-        if cache is not None and key is not None:
+        if cache is not None:
             cache.put(key, result)
         return result
 
@@ -478,7 +478,7 @@ def _check_shareable(distillers: Sequence[Distiller]) -> None:
 
 def _check_in_step(distillers: Sequence[Distiller]) -> None:
     """Runs sharing IDM's queue must start at the same iteration (e.g. resumed from checkpoints of one group)."""
-    if len(distillers) < 2 or not getattr(distillers[0].sampler, "trains", False):
+    if len(distillers) < 2 or distillers[0].config.network_source != "queue":
         return
     at = {_label(d): d.iteration for d in distillers}
     if len(set(at.values())) > 1:
