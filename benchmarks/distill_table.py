@@ -21,6 +21,7 @@ from distillset.coreset import select_coreset
 from distillset.coreset.prune import prune_pool
 from distillset.data.base import ImageSet
 from distillset.engine import Distiller, config_for_method, run_together
+from distillset.registry import parse_key_values
 from table import WORK, Cell, run_table, save_set, set_saved, total_seconds
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
@@ -138,7 +139,10 @@ def main() -> None:
     if args.max_group < 1:
         parser.error("--max-group must be >= 1")
     FAST.update(real_precision=args.real_precision, compile=not args.no_compile)
-    extra_params = {f"param_{k}": json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    try:
+        extra_params = {f"param_{k}": v for k, v in parse_key_values(args.param).items()}
+    except ValueError as exc:
+        parser.error(f"--param {exc}")
     cells = []
     for imbalance in args.imbalance:
         for ipc in args.ipc:
