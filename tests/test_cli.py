@@ -69,8 +69,8 @@ def test_spectrum_plots_real_and_synthetic_ffc_eigenvalues(dm_run, tmp_path, per
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     spectra = json.loads(out.with_suffix(".json").read_text())["spectra"]
     assert len(spectra) == (10 if per_class else 1)
-    for pair in spectra.values():
-        real, synthetic = pair["real"], pair["synthetic"]
+    for panel in spectra.values():
+        real, (synthetic,) = panel["real"], panel["synthetic"].values()
         assert len(real) == len(synthetic) and real == sorted(real, reverse=True)
 
         def rank(values):
@@ -78,6 +78,29 @@ def test_spectrum_plots_real_and_synthetic_ffc_eigenvalues(dm_run, tmp_path, per
 
         # 2 images per class: the synthetic FFC has rank <= 2 per class (20 pooled); the real one far more.
         assert rank(synthetic) <= (2 if per_class else 20) < rank(real)
+
+
+def test_spectrum_compares_runs_and_draws_the_cfm_beta_schedule(dm_run, tmp_path):
+    cfm = tmp_path / "cfm"
+    result = invoke("distill", "--method", "cfm", "--dataset", "digits", "--ipc", "1", "--iterations", "2",
+                    "--param", "beta_start=0.5", "--out", str(cfm))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "compare.png"
+    result = invoke("spectrum", str(dm_run), str(cfm), "--out", str(out), "--real-per-class", "40")
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.with_suffix(".json").read_text())
+    (panel,) = written["spectra"].values()
+    assert set(panel["synthetic"]) == set(written["runs"]) == {"dm", "cfm"}
+    assert sum(v > 1e-9 for v in panel["synthetic"]["cfm"]) <= 10  # IPC 1: rank <= 10 pooled
+    real_trace = sum(panel["real"])
+    assert written["levels"] == pytest.approx({"cfm \u03b2 start": 0.5 * real_trace, "cfm \u03b2 end": 1e-3 * real_trace})
+    assert "cfm: synthetic/real eigenvalue ratio" in result.output
+    lt_run = tmp_path / "lt"
+    result = invoke("coreset", "--method", "random", "--dataset", "digits-lt", "--imbalance", "0.1", "--ipc", "1",
+                    "--out", str(lt_run))
+    assert result.exit_code == 0, result.output
+    result = invoke("spectrum", str(dm_run), str(lt_run), "--out", str(out))  # another dataset: refused
+    assert result.exit_code == 2 and "same dataset" in result.output
 
 
 def test_coreset_command(tmp_path):

@@ -372,13 +372,21 @@ def test_ffc_eigenvalues_are_sorted_non_negative_and_exact(n: int) -> None:
 def test_spectra_per_class_and_plot_writes_a_png(tmp_path) -> None:
     real_x, real_y = _features(60, 10, seed=41).abs(), torch.arange(3).repeat(20)
     syn_x, syn_y = _features(6, 10, seed=42).abs(), torch.arange(3).repeat(2)
-    per_class = ffc_spectra(real_x, real_y, syn_x, syn_y, per_class=True)
-    assert [pair.label for pair in per_class] == ["class 0", "class 1", "class 2"]
-    assert all(int((pair.synthetic > 1e-12).sum()) <= 2 for pair in per_class)  # 2 images per class: rank <= 2
-    pooled = ffc_spectra(real_x, real_y, syn_x, syn_y)
-    path = plot_ffc_spectra(per_class + pooled, tmp_path / "spectrum.png", title="test", levels={"beta": 0.1})
+    other_x, other_y = _features(2, 10, seed=43).abs(), torch.tensor([0, 1])
+    per_class = ffc_spectra(real_x, real_y, {"a": (syn_x, syn_y), "b": (other_x, other_y)}, per_class=True)
+    assert [panel.label for panel in per_class] == ["class 0", "class 1", "class 2"]
+    assert [list(panel.synthetic) for panel in per_class] == [["a", "b"], ["a", "b"], ["a"]]  # b has no class 2
+    assert all(int((panel.synthetic["a"] > 1e-12).sum()) <= 2 for panel in per_class)  # 2 images a class: rank <= 2
+    torch.testing.assert_close(per_class[2].real, ffc_eigenvalues(real_x[real_y == 2]))
+    (pooled,) = ffc_spectra(real_x, real_y, {"a": (syn_x, syn_y)})
+    torch.testing.assert_close(pooled.synthetic["a"], ffc_eigenvalues(syn_x))
+    path = plot_ffc_spectra([*per_class, pooled], tmp_path / "spectrum.png", title="test", levels={"beta": 0.1})
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="class 2 has synthetic but no real features"):
-        ffc_spectra(real_x[real_y < 2], real_y[real_y < 2], syn_x, syn_y, per_class=True)
-    with pytest.raises(ValueError, match="at least one SpectrumPair"):
+        ffc_spectra(real_x[real_y < 2], real_y[real_y < 2], {"a": (syn_x, syn_y)}, per_class=True)
+    with pytest.raises(ValueError, match="synthetic 'a' labels must be"):
+        ffc_spectra(real_x, real_y, {"a": (syn_x, syn_y[:3])})
+    with pytest.raises(ValueError, match="at least one synthetic set"):
+        ffc_spectra(real_x, real_y, {})
+    with pytest.raises(ValueError, match="at least one SpectrumPanel"):
         plot_ffc_spectra([], tmp_path / "empty.png")

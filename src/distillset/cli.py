@@ -323,11 +323,29 @@ def inspect(
     typer.echo(f"image grid: {path}")
 
 
+def _ridge_beta_levels(name: str, manifest: dict[str, Any], real_trace: float) -> dict[str, float]:
+    """The ridge beta(s) of a run's objective (CFM start/end, low/high-pass beta) in FFC eigenvalue units.
+
+    The objectives set beta relative to tr(FFC_real) of the step's real features; ``real_trace`` is that
+    trace for the plotted real features. Runs whose objective has no ridge beta give no levels.
+    """
+    from distillset.objectives import get_objective
+
+    config = manifest.get("config", {})
+    try:
+        settings = get_objective(config.get("objective", ""), **config.get("objective_params", {})).config()
+    except (UnknownNameError, TypeError, ValueError):
+        return {}
+    labels = {"beta": "\u03b2", "beta_start": "\u03b2 start", "beta_end": "\u03b2 end"}
+    return {f"{name} {label}": settings[key] * real_trace for key, label in labels.items() if key in settings}
+
+
 @app.command()
 def spectrum(
-    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (one or more, same dataset), plotted together.")],
     out: Annotated[
-        Optional[Path], typer.Option(help="PNG path (default run/spectrum.png; eigenvalues beside it as .json).")
+        Optional[Path],
+        typer.Option(help="PNG path (default: spectrum.png in the first run; eigenvalues beside it as .json)."),
     ] = None,
     model: Annotated[str, typer.Option(help="Network whose features are compared.")] = "convnet3",
     trained_epochs: Annotated[
@@ -341,15 +359,28 @@ def spectrum(
     seed: Seed = 0,
     device: Device = "cpu",
 ) -> None:
-    """Plot the FFC eigenvalues of real vs synthetic features under one network (UniDD, docs/unidd_cfm.md Sec. 7)."""
+    """Plot the FFC eigenvalues of real vs synthetic features under one network (UniDD, docs/unidd_cfm.md Sec. 7).
+
+    With several runs (e.g. DM, CFM and its fixed-filter ablations) every set is embedded by the same network
+    and drawn against the same real spectrum; ridge-filter runs also get their beta levels (pooled plot).
+    """
     from distillset.coreset.features import trained_feature_network
     from distillset.data.base import ImageSet
     from distillset.evaluate.spectrum import image_ffc_spectra, plot_ffc_spectra
     from distillset.nets import get_network
 
-    synthetic, manifest = _open_run(run)
     if real_per_class < 1:
         _fail(f"--real-per-class must be >= 1, got {real_per_class}")
+    opened = [(run, *_open_run(run)) for run in runs]
+    manifest = opened[0][2]
+    for run, _, other in opened[1:]:
+        for key in ("dataset", "imbalance"):
+            if other.get(key) != manifest.get(key):
+                _fail(f"{run} has {key} {other.get(key)!r} but {runs[0]} has {manifest.get(key)!r}; "
+                      "plot runs of the same dataset together")
+    methods = [str(other["method"]) for _, _, other in opened]
+    names = [method if methods.count(method) == 1 else f"{method} ({run.name})"
+             for method, (run, _, _) in zip(methods, opened, strict=True)]
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), seed)
     dev = _device(device)
     info = splits.info
@@ -366,19 +397,31 @@ def spectrum(
         members = splits.train.class_indices(c)
         picks.append(members[torch.randperm(len(members), generator=generator)[:real_per_class]])
     real = splits.train.subset(torch.cat(picks))
-    spectra = image_ffc_spectra(net.embed, ImageSet(real.images.to(dev), real.labels.to(dev)),
-                                ImageSet(synthetic.images.to(dev), synthetic.labels.to(dev)), per_class=per_class)
-    path = out or run / "spectrum.png"
-    title = f"{manifest['method']} {manifest['dataset']} IPC {manifest['ipc']}: FFC spectrum, {network}"
-    plot_ffc_spectra(spectra, path, title=title)
+    synthetic_sets = {name: ImageSet(images.images.to(dev), images.labels.to(dev))
+                      for name, (_, images, _) in zip(names, opened, strict=True)}
+    spectra = image_ffc_spectra(net.embed, ImageSet(real.images.to(dev), real.labels.to(dev)), synthetic_sets,
+                                per_class=per_class)
+    levels: dict[str, float] = {}
+    if not per_class:
+        for name, (_, _, run_manifest) in zip(names, opened, strict=True):
+            levels.update(_ridge_beta_levels(name, run_manifest, float(spectra[0].real.sum())))
+    path = out or runs[0] / "spectrum.png"
+    title = (f"{', '.join(names)}: {manifest['dataset']} IPC {'/'.join(sorted({str(m['ipc']) for _, _, m in opened}))}"
+             f", FFC spectrum, {network}")
+    plot_ffc_spectra(spectra, path, title=title, levels=levels)
     atomic_write_json(path.with_suffix(".json"), {
-        "run": str(run), "network": network, "real_per_class": real_per_class,
-        "spectra": {pair.label: {"real": pair.real.tolist(), "synthetic": pair.synthetic.tolist()} for pair in spectra},
+        "runs": {name: str(run) for name, (run, _, _) in zip(names, opened, strict=True)},
+        "network": network, "real_per_class": real_per_class, "levels": levels,
+        "spectra": {panel.label: {"real": panel.real.tolist(),
+                                  "synthetic": {name: values.tolist() for name, values in panel.synthetic.items()}}
+                    for panel in spectra},
     })
-    for pair in spectra:
-        top = min(10, len(pair.real))
-        ratio = (pair.synthetic[:top] / pair.real[:top].clamp_min(1e-30)).tolist()
-        typer.echo(f"{pair.label}: synthetic/real eigenvalue ratio, top {top}: " + " ".join(f"{r:.2f}" for r in ratio))
+    for panel in spectra:
+        top = min(10, len(panel.real))
+        for name, values in panel.synthetic.items():
+            ratio = (values[:top] / panel.real[:top].clamp_min(1e-30)).tolist()
+            typer.echo(f"{panel.label}, {name}: synthetic/real eigenvalue ratio, top {top}: "
+                       + " ".join(f"{r:.2f}" for r in ratio))
     typer.echo(f"spectrum plot: {path}")
 
 

@@ -24,12 +24,15 @@ PLOT_RELATIVE_FLOOR = 1e-12
 
 
 @dataclass(frozen=True)
-class SpectrumPair:
-    """Descending FFC eigenvalues (float64, >= 0, length d) of real and synthetic features."""
+class SpectrumPanel:
+    """Descending FFC eigenvalues (float64, >= 0, length d) of real features and of one or more synthetic sets.
+
+    ``synthetic`` maps a set's name (e.g. its method) to its eigenvalues, in the order they are plotted.
+    """
 
     label: str
     real: Tensor
-    synthetic: Tensor
+    synthetic: dict[str, Tensor]
 
 
 def ffc_eigenvalues(features: Tensor) -> Tensor:
@@ -43,33 +46,43 @@ def ffc_eigenvalues(features: Tensor) -> Tensor:
     return torch.cat([eigenvalues, eigenvalues.new_zeros(d - eigenvalues.shape[0])])
 
 
+def _check_labels(side: str, features: Tensor, labels: Tensor) -> None:
+    if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"{side} labels must be (n,) class indices with n={features.shape[0]}, got shape {tuple(labels.shape)}"
+        )
+
+
 def ffc_spectra(
     real_features: Tensor,
     real_labels: Tensor,
-    synthetic_features: Tensor,
-    synthetic_labels: Tensor,
+    synthetic: Mapping[str, tuple[Tensor, Tensor]],
     *,
     per_class: bool = False,
-) -> list[SpectrumPair]:
-    """Real vs synthetic FFC eigenvalues: one pooled pair, or one pair per synthetic class."""
-    for side, features, labels in (
-        ("real", real_features, real_labels),
-        ("synthetic", synthetic_features, synthetic_labels),
-    ):
-        if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"{side} labels must be (n,) class indices with n={features.shape[0]}, got shape {tuple(labels.shape)}"
-            )
+) -> list[SpectrumPanel]:
+    """Real vs synthetic FFC eigenvalues for each named ``(features, labels)`` synthetic set.
+
+    One pooled panel, or one panel per class that some synthetic set has (a set without that class is
+    left out of its panel).
+    """
+    if not synthetic:
+        raise ValueError("ffc_spectra needs at least one synthetic set")
+    _check_labels("real", real_features, real_labels)
+    for name, (features, labels) in synthetic.items():
+        _check_labels(f"synthetic '{name}'", features, labels)
     if not per_class:
-        return [SpectrumPair("pooled", ffc_eigenvalues(real_features), ffc_eigenvalues(synthetic_features))]
-    spectra = []
-    for c in torch.unique(synthetic_labels).tolist():
+        return [SpectrumPanel("pooled", ffc_eigenvalues(real_features),
+                              {name: ffc_eigenvalues(features) for name, (features, _) in synthetic.items()})]
+    panels = []
+    for c in torch.unique(torch.cat([labels for _, labels in synthetic.values()])).tolist():
         real_of_class = real_features[real_labels == c]
         if real_of_class.shape[0] == 0:
             raise ValueError(f"class {c} has synthetic but no real features; pass real features of every class")
-        synthetic_of_class = synthetic_features[synthetic_labels == c]
-        spectra.append(SpectrumPair(f"class {c}", ffc_eigenvalues(real_of_class), ffc_eigenvalues(synthetic_of_class)))
-    return spectra
+        panels.append(SpectrumPanel(f"class {c}", ffc_eigenvalues(real_of_class), {
+            name: ffc_eigenvalues(features[labels == c])
+            for name, (features, labels) in synthetic.items() if bool((labels == c).any())
+        }))
+    return panels
 
 
 @torch.no_grad()
@@ -83,56 +96,75 @@ def embed_images(embed: Callable[[Tensor], Tensor], images: Tensor, batch_size: 
 def image_ffc_spectra(
     embed: Callable[[Tensor], Tensor],
     real: ImageSet,
-    synthetic: ImageSet,
+    synthetic: Mapping[str, ImageSet],
     *,
     per_class: bool = False,
     batch_size: int = 256,
-) -> list[SpectrumPair]:
-    """:func:`ffc_spectra` of two image sets embedded by the same network (images on its device)."""
+) -> list[SpectrumPanel]:
+    """:func:`ffc_spectra` of image sets embedded by the same network (images on its device)."""
     return ffc_spectra(
         embed_images(embed, real.images, batch_size),
         real.labels,
-        embed_images(embed, synthetic.images, batch_size),
-        synthetic.labels,
+        {name: (embed_images(embed, images.images, batch_size), images.labels) for name, images in synthetic.items()},
         per_class=per_class,
     )
 
 
 def plot_ffc_spectra(
-    spectra: Sequence[SpectrumPair],
+    spectra: Sequence[SpectrumPanel],
     path: str | Path,
     *,
     title: str | None = None,
     levels: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write a PNG: eigenvalue vs rank on log-log axes, real solid and synthetic dashed, one panel per pair.
+    """Write a PNG: per panel, eigenvalue vs rank on log-log axes (real solid, each synthetic set dashed) and
+    below it the synthetic / real eigenvalue ratio per rank (1 = matched), which shows small mismatches.
 
     ``levels`` draws labelled horizontal lines (e.g. the ridge beta at the start and end of CFM).
     Zero eigenvalues (rank-deficient synthetic FFC) cannot be shown on a log axis and are dropped.
     """
     if not spectra:
-        raise ValueError("plot_ffc_spectra needs at least one SpectrumPair")
+        raise ValueError("plot_ffc_spectra needs at least one SpectrumPanel")
     columns = min(len(spectra), 5)
     rows = -(-len(spectra) // columns)
-    figure = Figure(figsize=(max(3.2 * columns, 6.4), 2.8 * rows + 0.4), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
-    for axis, pair in zip(axes.flat, spectra, strict=False):  # spare panels stay empty
-        for eigenvalues, style, name in ((pair.real, "-", "real"), (pair.synthetic, "--", "synthetic")):
+    figure = Figure(figsize=(max(3.2 * columns, 6.4), 4.4 * rows + 0.4), layout="constrained")
+    axes = figure.subplots(2 * rows, columns, squeeze=False, sharex="col",
+                           gridspec_kw={"height_ratios": [2.5, 1] * rows})
+    names = list(dict.fromkeys(name for panel in spectra for name in panel.synthetic))
+    colours = {name: f"C{i + 1}" for i, name in enumerate(names)}  # the same colour for a set in every panel
+    for index, panel in enumerate(spectra):
+        row, column = 2 * (index // columns), index % columns
+        axis, ratio_axis = axes[row, column], axes[row + 1, column]
+        real = panel.real.cpu()
+        real_shown = real > real.max() * PLOT_RELATIVE_FLOOR
+        axis.plot(torch.arange(1, real.shape[0] + 1)[real_shown].numpy(), real[real_shown].numpy(), "-",
+                  color="C0", label=f"real ({int(real_shown.sum())} non-zero)")
+        for name, eigenvalues in panel.synthetic.items():
             values = eigenvalues.cpu()
             shown = values > values.max() * PLOT_RELATIVE_FLOOR
-            ranks = torch.arange(1, values.shape[0] + 1)[shown]
-            axis.plot(ranks.numpy(), values[shown].numpy(), style, label=f"{name} ({int(shown.sum())} non-zero)")
+            ranks = torch.arange(1, values.shape[0] + 1)
+            label = name if len(names) > 1 else "synthetic"
+            axis.plot(ranks[shown].numpy(), values[shown].numpy(), "--", color=colours[name],
+                      label=f"{label} ({int(shown.sum())} non-zero)")
+            both = shown & real_shown
+            ratio_axis.plot(ranks[both].numpy(), (values[both] / real[both]).numpy(), color=colours[name])
         for level_name, level in (levels or {}).items():
             axis.axhline(level, color="grey", linestyle=":", linewidth=1)
             axis.annotate(level_name, (1, level), fontsize=7, color="grey", va="bottom")
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.set_title(pair.label, fontsize=9)
-        axis.set_xlabel("eigenvalue rank")
+        axis.set_title(panel.label, fontsize=9)
         axis.legend(fontsize=7)
-    for axis in axes.flat[len(spectra):]:
-        axis.set_visible(False)
-    axes[0, 0].set_ylabel("FFC eigenvalue")
+        ratio_axis.axhline(1.0, color="C0", linewidth=1)
+        ratio_axis.set_yscale("log")
+        ratio_axis.set_xlabel("eigenvalue rank")
+    for index in range(len(spectra), rows * columns):
+        row, column = 2 * (index // columns), index % columns
+        axes[row, column].set_visible(False)
+        axes[row + 1, column].set_visible(False)
+    for row in range(rows):
+        axes[2 * row, 0].set_ylabel("FFC eigenvalue")
+        axes[2 * row + 1, 0].set_ylabel("synthetic / real")
     if title:
         figure.suptitle("\n".join(textwrap.wrap(title, width=70)), fontsize=10)
     path = Path(path)
