@@ -9,7 +9,7 @@ from distillset.engine import CheckpointMismatchError, DistillConfig, Distiller,
 from distillset.engine.methods import method_names, resolve_method
 from distillset.engine.networks import TrainedNetworkQueue
 from distillset.engine.synthetic import expand, expanded_labels, pack
-from distillset.objectives import OBJECTIVES, MatchingObjective
+from distillset.objectives import OBJECTIVES, MatchingObjective, unidd
 from distillset.registry import UnknownNameError
 
 INFO = DatasetInfo("tiny", 1, (8, 8), 3, (0.0,), (1.0,))
@@ -195,6 +195,24 @@ def _idm_group_configs(iterations: int) -> list[DistillConfig]:
     """IDM and IDM+HDD at two IPCs: they share the network queue (pushes every 2 iterations here)."""
     small = dict(batch_real=16, checkpoint_every=2, log_every=1, iterations=iterations)
     return [config_for_method("idm", ipc=1, **small), config_for_method("idm+hdd", ipc=2, **small)]
+
+
+def test_ridge_filter_runs_together_derive_the_real_statistics_once_per_iteration(real, monkeypatch):
+    calls = []
+    statistics = unidd.correlation_statistics
+    monkeypatch.setattr(unidd, "correlation_statistics", lambda *args: calls.append(1) or statistics(*args))
+
+    def configs() -> list[DistillConfig]:  # CFM starts at lowpass's beta: step 0 also shares the filters
+        return [config_for_method(method, ipc=2, iterations=3, batch_real=16, checkpoint_every=0)
+                for method in ("cfm", "lowpass", "highpass")]
+
+    alone = [Distiller(real, INFO, config).run().images for config in configs()]
+    assert len(calls) == 3 * 3  # real FFC/FLC per iteration of each run (the synthetic side uses the Gram form)
+    calls.clear()
+    together = run_together([Distiller(real, INFO, config) for config in configs()])
+    assert len(calls) == 3
+    for expected, result in zip(alone, together, strict=True):
+        assert torch.equal(result.images, expected)
 
 
 def _short_queue(distillers: list[Distiller]) -> list[Distiller]:

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -218,11 +218,9 @@ class Distiller:
         state = self.generator.get_state()
         return (self.iteration, id(sampled.net), tuple(classes), state.numpy().tobytes())
 
-    def _embed_classes(
-        self, sampled: SampledNetwork, classes: Sequence[int]
-    ) -> tuple[list[Tensor], Tensor]:
-        """Real features per class, and the synthetic features of all ``classes`` in class order (one forward
-        pass each; ``ipc * expansion_factor**2`` synthetic images per class)."""
+    def _embed_classes(self, sampled: SampledNetwork, classes: Sequence[int]) -> tuple[RealPass, Tensor]:
+        """The real pass (features per class), and the synthetic features of all ``classes`` in class order (one
+        forward pass each; ``ipc * expansion_factor**2`` synthetic images per class)."""
         c = self.config
         real = self._real_pass(sampled, classes)
         positions = [self.classes.index(cls) for cls in classes]
@@ -232,12 +230,13 @@ class Distiller:
             self.dsa.apply(syn, params) if params is not None else syn
             for syn, params in zip(per_class_syn, real.dsa_params, strict=True)
         ]
-        return list(real.features), sampled.embed(torch.cat(syn_aug))
+        return real, sampled.embed(torch.cat(syn_aug))
 
     def _loss(self, sampled: SampledNetwork, classes: Sequence[int], context: MatchingContext) -> Tensor:
         per_class = self.config.ipc * self.config.expansion_factor**2
         real, syn_features = self._embed_classes(sampled, classes)
-        loss = self.objective.loss(real, list(syn_features.split(per_class)), classes, context)
+        context = replace(context, real_derived=real.derived)  # the same log dict; this pass's derived values
+        loss = self.objective.loss(list(real.features), list(syn_features.split(per_class)), classes, context)
         if self.config.ce_weight > 0:
             labels = torch.tensor(classes, device=self.device).repeat_interleave(per_class)
             # the network's logits are classifier(embed(x)): reuse the matched features (IDM's syn-CE term)
@@ -365,6 +364,7 @@ class RealPass:
     features: list[Tensor]
     dsa_params: list[DSAParams | None]
     generator_after: Tensor
+    derived: dict[Hashable, Any] = field(default_factory=dict)  # objectives' MatchingContext.real_derived
 
 
 class RealPassCache:

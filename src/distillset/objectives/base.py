@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +22,16 @@ class MatchingContext:
     generator: torch.Generator | None = None  # the objective's own random stream (the engine's real batches,
     # DSA draws and networks use another one, so objectives that draw numbers never shift those)
     log: dict[str, float] = field(default_factory=dict)  # objectives may add values to log
+    # Values an objective derives from this step's real features alone (e.g. UniDD's real FFC), kept with the
+    # engine's real pass: the runs of a lockstep group share one pass, so each such value is computed once per
+    # group. Keys name the objective family and the settings the value depends on.
+    real_derived: dict[Hashable, Any] = field(default_factory=dict)
+
+    def derive_from_real(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``real_derived[key]``, computed by ``compute()`` the first time (a pure function of the real features)."""
+        if key not in self.real_derived:
+            self.real_derived[key] = compute()
+        return self.real_derived[key]
 
 
 class MatchingObjective(ABC):

@@ -310,27 +310,31 @@ class RidgeFilterMatching(MatchingObjective):
         context: MatchingContext,
     ) -> Tensor:
         self.check_batches(real, synthetic, classes)
-        real_features, real_labels = _stack_with_one_hot(real, "real")
+        # The real side depends on the real features and beta only: computed once per lockstep group
+        # (cfm, lowpass and highpass runs together share the d x d FFC and, at equal beta, its filters).
+        real_statistics = context.derive_from_real(
+            "unidd.statistics", lambda: correlation_statistics(*_stack_with_one_hot(real, "real"))
+        )
         synthetic_features, synthetic_labels = _stack_with_one_hot(synthetic, "synthetic")
-        if real_features.shape[1] != synthetic_features.shape[1]:
+        if real_statistics.ffc.shape[0] != synthetic_features.shape[1]:
             raise ValueError(
-                f"real and synthetic features differ in dimension: {real_features.shape[1]} vs "
+                f"real and synthetic features differ in dimension: {real_statistics.ffc.shape[0]} vs "
                 f"{synthetic_features.shape[1]}; embed both with the same network"
             )
         relative_beta = self.relative_beta(context)
-        real_statistics = correlation_statistics(real_features.detach(), real_labels)
         beta = relative_beta * float(real_statistics.ffc.trace())
-        ridge = RidgeFilter(beta)
-        total = real_features.new_zeros(())
+        total = synthetic_features.new_zeros(())
         if self.signal_weight > 0:
-            signal = relative_squared_error(
-                ridge.apply(real_statistics.ffc, real_statistics.flc),
-                ridge_weights(synthetic_features, synthetic_labels, beta),
+            real_weights = context.derive_from_real(
+                ("unidd.ridge_weights", beta), lambda: RidgeFilter(beta).apply(real_statistics.ffc, real_statistics.flc)
             )
+            signal = relative_squared_error(real_weights, ridge_weights(synthetic_features, synthetic_labels, beta))
             total = total + self.signal_weight * signal
             context.log["signal_term"] = float(signal.detach())
         if self.filter_weight > 0:
-            real_projection = ridge_projection(real_statistics.ffc, beta)
+            real_projection = context.derive_from_real(
+                ("unidd.ridge_projection", beta), lambda: ridge_projection(real_statistics.ffc, beta)
+            )
             projection_error = ridge_projection_distance(real_projection, synthetic_features, beta)
             filter_term = projection_error / real_projection.pow(2).sum()
             total = total + self.filter_weight * filter_term
