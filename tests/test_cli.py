@@ -93,7 +93,8 @@ def test_spectrum_compares_runs_and_draws_the_cfm_beta_schedule(dm_run, tmp_path
     assert set(panel["synthetic"]) == set(written["runs"]) == {"dm", "cfm"}
     assert sum(v > 1e-9 for v in panel["synthetic"]["cfm"]) <= 10  # IPC 1: rank <= 10 pooled
     real_trace = sum(panel["real"])
-    assert written["levels"] == pytest.approx({"cfm \u03b2 start": 0.5 * real_trace, "cfm \u03b2 end": 1e-3 * real_trace})
+    expected_levels = {"cfm \u03b2 start": 0.5 * real_trace, "cfm \u03b2 end": 1e-3 * real_trace}
+    assert written["levels"] == pytest.approx(expected_levels)
     assert "cfm: synthetic/real eigenvalue ratio" in result.output
     lt_run = tmp_path / "lt"
     result = invoke("coreset", "--method", "random", "--dataset", "digits-lt", "--imbalance", "0.1", "--ipc", "1",

@@ -141,14 +141,15 @@ class RidgeFilter(SpectralFilter):
     def response(self, eigenvalues: Tensor) -> Tensor:
         return 1.0 / (eigenvalues + self.beta)
 
-    def _cholesky(self, ffc: Tensor) -> Tensor:
+    def cholesky(self, ffc: Tensor) -> Tensor:
+        """The lower Cholesky factor of FFC + beta I, which :meth:`apply` and :meth:`matrix` accept precomputed."""
         return torch.linalg.cholesky(ffc + self.beta * torch.eye(ffc.shape[0], dtype=ffc.dtype, device=ffc.device))
 
-    def apply(self, ffc: Tensor, rhs: Tensor) -> Tensor:
-        return torch.cholesky_solve(rhs, self._cholesky(ffc))
+    def apply(self, ffc: Tensor, rhs: Tensor, *, cholesky: Tensor | None = None) -> Tensor:
+        return torch.cholesky_solve(rhs, self.cholesky(ffc) if cholesky is None else cholesky)
 
-    def matrix(self, ffc: Tensor) -> Tensor:
-        return torch.cholesky_inverse(self._cholesky(ffc))
+    def matrix(self, ffc: Tensor, *, cholesky: Tensor | None = None) -> Tensor:
+        return torch.cholesky_inverse(self.cholesky(ffc) if cholesky is None else cholesky)
 
 
 @dataclass(frozen=True)
@@ -233,14 +234,15 @@ def ridge_weights(features: Tensor, labels: Tensor, beta: float) -> Tensor:
     return features.T @ RidgeFilter(n * beta).apply(features @ features.T, labels)
 
 
-def ridge_projection(ffc: Tensor, beta: float) -> Tensor:
+def ridge_projection(ffc: Tensor, beta: float, *, cholesky: Tensor | None = None) -> Tensor:
     """P = FFC (FFC + beta I)^{-1} = I - beta (FFC + beta I)^{-1}: the filter f = lambda / (lambda + beta).
 
     || P_r - P_s ||_F = beta || (FFC_r + beta I)^{-1} - (FFC_s + beta I)^{-1} ||_F, so it is the ridge
-    filter term of Eq. 4 in units that stay bounded (0 <= f < 1) as beta varies (Eq. 12).
+    filter term of Eq. 4 in units that stay bounded (0 <= f < 1) as beta varies (Eq. 12). ``cholesky``:
+    a precomputed ``RidgeFilter(beta).cholesky(ffc)``.
     """
     identity = torch.eye(ffc.shape[0], dtype=ffc.dtype, device=ffc.device)
-    return identity - beta * RidgeFilter(beta).matrix(ffc)
+    return identity - beta * RidgeFilter(beta).matrix(ffc, cholesky=cholesky)
 
 
 def ridge_projection_distance(real_projection: Tensor, features: Tensor, beta: float) -> Tensor:
@@ -322,18 +324,25 @@ class RidgeFilterMatching(MatchingObjective):
                 f"{synthetic_features.shape[1]}; embed both with the same network"
             )
         relative_beta = self.relative_beta(context)
-        beta = relative_beta * float(real_statistics.ffc.trace())
+        ffc = real_statistics.ffc
+        beta = relative_beta * float(ffc.trace())
+        ridge = RidgeFilter(beta)
+
+        def real_cholesky() -> Tensor:  # one factorisation of FFC_r + beta I serves both real-side terms
+            return context.derive_from_real(("unidd.ridge_cholesky", beta), lambda: ridge.cholesky(ffc))
+
         total = synthetic_features.new_zeros(())
         if self.signal_weight > 0:
             real_weights = context.derive_from_real(
-                ("unidd.ridge_weights", beta), lambda: RidgeFilter(beta).apply(real_statistics.ffc, real_statistics.flc)
+                ("unidd.ridge_weights", beta),
+                lambda: ridge.apply(ffc, real_statistics.flc, cholesky=real_cholesky()),
             )
             signal = relative_squared_error(real_weights, ridge_weights(synthetic_features, synthetic_labels, beta))
             total = total + self.signal_weight * signal
             context.log["signal_term"] = float(signal.detach())
         if self.filter_weight > 0:
             real_projection = context.derive_from_real(
-                ("unidd.ridge_projection", beta), lambda: ridge_projection(real_statistics.ffc, beta)
+                ("unidd.ridge_projection", beta), lambda: ridge_projection(ffc, beta, cholesky=real_cholesky())
             )
             projection_error = ridge_projection_distance(real_projection, synthetic_features, beta)
             filter_term = projection_error / real_projection.pow(2).sum()
