@@ -9,6 +9,7 @@ set is stored under benchmarks/artifacts/, and each trained model's accuracy und
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -22,7 +23,7 @@ from distillset.coreset.prune import prune_pool
 from distillset.data.base import ImageSet
 from distillset.engine import Distiller, config_for_method, run_together
 from distillset.registry import parse_key_values
-from table import WORK, Cell, run_table, save_set, set_saved, total_seconds
+from table import WORK, Cell, claimed, run_table, save_set, set_saved, total_seconds
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
 # Speed settings of the distillation (not part of a cell's identity: they must not change results;
@@ -88,21 +89,26 @@ def grouped_builder(name: str, cells: list[Cell], max_group: int = 4, reuse: Seq
 
     def build_grouped(cell: Cell, splits, work: Path):
         others = [member for member in group_of(cell) if member != cell] if network_source(cell) else []
-        group = [cell, *others[: max_group - 1]]
-        if len(group) == 1:
-            return build(cell, splits, work)
-        real = real_pool(cell, splits)
-        distillers = [Distiller(real, splits.info, _config(member), out_dir=WORK / name / member.key,
-                                progress=False) for member in group]
-        print(f"[{name}] distilling together (one real pass): {', '.join(m.key for m in group)}", flush=True)
-        sets = run_together(distillers, resume=True)
-        # the runs' step times, checkpointed, so a group resumed over several sessions counts all of them
-        seconds = sum(distiller.elapsed for distiller in distillers)
-        keys = [m.key for m in group]
-        for member, distiller, synthetic in zip(group, distillers, sets, strict=True):
-            config = {**asdict(distiller.config), "distilled_with": keys, "group_seconds": round(seconds, 1)}
-            save_set(name, member, synthetic, config, seconds / len(group))
-        return sets[group.index(cell)], {}
+        with contextlib.ExitStack() as claims:  # run_table holds the cell's claim; members other workers
+            group = [cell]                       # are building are left to them
+            for member in others:
+                if (len(group) < max_group and claims.enter_context(claimed(name, f"{member.key}.set"))
+                        and not set_saved(name, member)):
+                    group.append(member)
+            if len(group) == 1:
+                return build(cell, splits, work)
+            real = real_pool(cell, splits)
+            distillers = [Distiller(real, splits.info, _config(member), out_dir=WORK / name / member.key,
+                                    progress=False) for member in group]
+            print(f"[{name}] distilling together (one real pass): {', '.join(m.key for m in group)}", flush=True)
+            sets = run_together(distillers, resume=True)
+            # the runs' step times, checkpointed, so a group resumed over several sessions counts all of them
+            seconds = sum(distiller.elapsed for distiller in distillers)
+            keys = [m.key for m in group]
+            for member, distiller, synthetic in zip(group, distillers, sets, strict=True):
+                config = {**asdict(distiller.config), "distilled_with": keys, "group_seconds": round(seconds, 1)}
+                save_set(name, member, synthetic, config, seconds / len(group))
+            return sets[group.index(cell)], {}
 
     return build_grouped
 

@@ -2,14 +2,21 @@
 on it with the standard protocol. Finished sets, per-model accuracies and cells are kept, so a run that
 stops is continued by running the same command again.
 
+Several workers (processes, e.g. two one-thread lanes) may run the same table at once: a worker claims a
+set before building it and a model before training it (an exclusive ``flock`` on a file under
+``work/<table>/claims``, released by the kernel if the worker dies), and skips what another worker holds.
+Whoever records a cell's last model writes the cell.
+
 A cell with ``resample=True`` (the random real baseline) builds a new set for every model (set seed
 ``seed + index``), as the reference code draws a new random subset in each experiment: its std then
 includes subset-to-subset variance, not only training noise."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -90,25 +97,37 @@ def run_table(
         if cache_key not in splits_cache:
             splits_cache[cache_key] = load_dataset(cell.dataset, data_root, imbalance=imbalance, seed=cell.seed)
         splits = splits_cache[cache_key]
-        accuracies, per_class, train_seconds = [], [], []
         build_seconds: dict[str, float] = {}  # per set of this cell (one, or one per model when resampled)
-        for index in range(num_models):
-            set_cell = cell.set_cell(index)
-            if set_cell.key not in build_seconds:
-                synthetic, build_seconds[set_cell.key] = _load_or_build(name, set_cell, splits, build)
-            model_key = f"{set_cell.key}-{cell.model}-e{epochs}-m{index}"
-            record = models.get(model_key)
-            if record is None:
-                config = EvalConfig(model=cell.model, epochs=epochs, num_models=1, seed=cell.seed * 100 + index,
-                                    precision=precision, compile=compile)
-                result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=device)
-                record = {"accuracy": result.mean, "per_class": result.per_class,
-                          "train_seconds": result.models[0].train_seconds, "precision": precision, "compile": compile}
-                models.put(model_key, record)
+        model_keys = []
+        try:
+            for index in range(num_models):
+                set_cell = cell.set_cell(index)
+                if set_cell.key not in build_seconds:
+                    synthetic, build_seconds[set_cell.key] = _load_or_build(name, set_cell, splits, build)
+                model_key = f"{set_cell.key}-{cell.model}-e{epochs}-m{index}"
+                model_keys.append(model_key)
+                with claimed(name, f"{model_key}.eval") as mine:
+                    if not mine or models.get(model_key) is not None:
+                        continue
+                    config = EvalConfig(model=cell.model, epochs=epochs, num_models=1, seed=cell.seed * 100 + index,
+                                        precision=precision, compile=compile)
+                    result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=device)
+                    record = {"accuracy": result.mean, "per_class": result.per_class,
+                              "train_seconds": result.models[0].train_seconds, "precision": precision,
+                              "compile": compile}
+                    models.put(model_key, record)
                 print(f"[{name}] {model_key}: {record['accuracy']:.2f}% ({record['train_seconds']:.0f} s)", flush=True)
-            accuracies.append(record["accuracy"])
-            per_class.append(record["per_class"])
-            train_seconds.append(record["train_seconds"])
+        except ClaimedElsewhere as busy:
+            print(f"[{name}] {cell.key}: {busy}; skipped", flush=True)
+            continue
+        records = [models.get(key) for key in model_keys]
+        if any(record is None for record in records):
+            print(f"[{name}] {cell.key}: models still being trained by another worker, which will write the cell",
+                  flush=True)
+            continue
+        accuracies = [record["accuracy"] for record in records]
+        per_class = [record["per_class"] for record in records]
+        train_seconds = [record["train_seconds"] for record in records]
         mean, std = mean_std(accuracies)
         per_class_mean = torch.tensor(per_class).mean(0).tolist()
         done.put(cell.key, {
@@ -153,18 +172,43 @@ def _rows(done: Cells) -> list[dict[str, Any]]:
     return [c["row"] for c in done.all() if "row" in c]
 
 
+class ClaimedElsewhere(Exception):
+    """Another worker holds the claim on a set this worker needs."""
+
+
+@contextlib.contextmanager
+def claimed(name: str, what: str) -> Iterator[bool]:
+    """Hold the claim on ``what`` (a set or model key plus a suffix) of table ``name`` while the block runs;
+    yields False, holding nothing, when another worker holds it. The claim is an exclusive, non-blocking
+    ``flock`` on ``work/<name>/claims/<what>``, so it ends when the block or the worker's process ends."""
+    path = WORK / name / "claims" / what
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def _load_or_build(name: str, cell: Cell, splits: DatasetSplits, build: SetBuilder) -> tuple[ImageSet, float]:
     """The cell's set from its saved artifact, or built (and saved) now; with the seconds building took.
-    A builder may save the sets it builds itself (several at once, :func:`save_set`)."""
+    A builder may save the sets it builds itself (several at once, :func:`save_set`). Raises
+    :class:`ClaimedElsewhere` while another worker builds the set."""
     artifact = ARTIFACTS / name / cell.key
-    if set_saved(name, cell):
-        synthetic, manifest = load_run(artifact)
-        return synthetic, manifest["wall_seconds"]
-    start = time.perf_counter()
-    synthetic, config = build(cell, splits, WORK / name / cell.key)
     if not set_saved(name, cell):
-        save_set(name, cell, synthetic, config, config.get("build_seconds", time.perf_counter() - start))
-    return synthetic, read_manifest(artifact)["wall_seconds"]
+        with claimed(name, f"{cell.key}.set") as mine:
+            if not mine:
+                raise ClaimedElsewhere(f"set {cell.key} is being built by another worker")
+            if not set_saved(name, cell):  # (re-checked under the claim: another worker may just have saved it)
+                start = time.perf_counter()
+                synthetic, config = build(cell, splits, WORK / name / cell.key)
+                if not set_saved(name, cell):
+                    save_set(name, cell, synthetic, config, config.get("build_seconds", time.perf_counter() - start))
+                return synthetic, read_manifest(artifact)["wall_seconds"]
+    synthetic, manifest = load_run(artifact)
+    return synthetic, manifest["wall_seconds"]
 
 
 def set_saved(name: str, cell: Cell) -> bool:

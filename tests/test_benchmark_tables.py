@@ -58,6 +58,27 @@ def test_run_table_resumes_and_writes_after_each_cell(tables):
     assert len(calls) == 3 and rebuilt[0]["extra"]["accuracies"][0] == round(stamp, 2)
 
 
+def test_workers_share_a_table_through_claims(tables, capsys):
+    cell = table.Cell("digits", "random", 1)
+    calls: list[str] = []
+    with table.claimed("w", f"{cell.key}.set") as mine:  # another worker is building the set
+        assert mine
+        assert table.run_table("w", [cell], _counting_builder(calls), num_models=2, epochs=1) == []
+        assert calls == [] and "being built by another worker" in capsys.readouterr().out
+    model = f"{cell.key}-convnet3-e1-m1"
+    with table.claimed("w", f"{model}.eval"):  # another worker is training model 1
+        with table.claimed("w", f"{model}.eval") as second:
+            assert not second  # a claim is exclusive, also within one process
+        assert table.run_table("w", [cell], _counting_builder(calls), num_models=2, epochs=1) == []
+        assert "will write the cell" in capsys.readouterr().out
+        recorded = sorted(p.name for p in (tables / "cells" / "w" / "models").glob("*.json"))
+        assert recorded == [f"{cell.key}-convnet3-e1-m0.json"] and calls == [cell.key]
+    # the claim is gone (the worker finished or died): the next run trains model 1 only and writes the cell
+    rows = table.run_table("w", [cell], _counting_builder(calls), num_models=2, epochs=1)
+    assert len(rows) == 1 and rows[0]["n"] == 2 and calls == [cell.key]
+    assert f"{cell.key}-convnet3-e1-m1:" in capsys.readouterr().out
+
+
 def test_distill_table_distils_cells_of_the_same_real_data_together(tables, monkeypatch):
     distill_table = pytest.importorskip("distill_table")
     monkeypatch.setitem(distill_table.FAST, "compile", False)
@@ -85,6 +106,18 @@ def test_distill_table_distils_cells_of_the_same_real_data_together(tables, monk
         alone, _ = distill_table.build(cell, splits, tables / "alone" / cell.key)
         grouped, _ = load_run(tables / "artifacts" / "g" / cell.key)
         assert torch.equal(grouped.images, alone.images)
+
+
+def test_distill_table_leaves_group_members_claimed_by_another_worker(tables, monkeypatch):
+    distill_table = pytest.importorskip("distill_table")
+    monkeypatch.setitem(distill_table.FAST, "compile", False)
+    cells = [table.Cell("digits", method, 1, iterations=1) for method in ("dm", "hdd", "csdm")]
+    with table.claimed("busy", f"{cells[1].key}.set"):
+        table.run_table("busy", cells, distill_table.grouped_builder("busy", cells), num_models=1, epochs=1)
+    manifests = [tables / "artifacts" / "busy" / c.key / "manifest.json" for c in cells]
+    assert not manifests[1].exists()  # left to the worker that holds it
+    groups = [json.loads(manifests[i].read_text())["config"].get("distilled_with") for i in (0, 2)]
+    assert groups == [[cells[0].key, cells[2].key]] * 2
 
 
 def test_distill_table_caps_the_group_size(tables, monkeypatch):
