@@ -156,7 +156,6 @@ def plot_ffc_spectra(
         axis.set_title(panel.label, fontsize=9)
         axis.legend(fontsize=7)
         ratio_axis.axhline(1.0, color="C0", linewidth=1)
-        ratio_axis.set_yscale("log")
         ratio_axis.set_xlabel("eigenvalue rank")
     for index in range(len(spectra), rows * columns):
         row, column = 2 * (index // columns), index % columns
