@@ -28,17 +28,18 @@ python3 -c "import torch, distillset; print('torch', torch.__version__, torch.cu
     || { echo "no CUDA device (or distillset does not import) here: nothing to run"; exit 1; }
 
 GPU="--device cuda --precision bf16 --eval-compile"
-queue() {  # highest priority first; each line is one resumable table command
-    python3 benchmarks/distill_table.py --name csdm_longtail --dataset fashion-mnist-lt --imbalance 0.1 0.01 0.005 \
+queue() {  # dearest on the CPU first (the IDM group: ~15 h of distillation and ~15 h of evaluation on one
+    # CPU thread); each line is one resumable table command
+    python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50 $GPU
+    python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods random dm hdd --ipc 50 $GPU
+    python3 benchmarks/distill_table.py --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 10 50 \
+        --reuse dm_fashion_mnist $GPU
+    python3 benchmarks/distill_table.py --name csdm_longtail --dataset fashion-mnist-lt --imbalance 0.1 0.01 \
         --methods random dm csdm --ipc 10 $GPU
-    python3 benchmarks/distill_table.py --name csdm_longtail --dataset fashion-mnist-lt --imbalance 0.005 \
-        --methods hdd --ipc 10 $GPU
-    python3 benchmarks/distill_table.py --name csdm_longtail --dataset fashion-mnist --methods csdm --ipc 10 $GPU
-    python3 benchmarks/distill_table.py --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 10 50 $GPU
-    python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods random dm hdd idm idm+hdd --ipc 10 50 $GPU
-    python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods dm hdd --ipc 1 $GPU
-    python3 benchmarks/cross_arch_elf.py --set benchmarks/artifacts/dm_fashion_mnist/fashion-mnist-dm-ipc10-it2000-s0 \
-        --epochs 1000 $GPU
+    python3 benchmarks/distill_table.py --name csdm_longtail --dataset fashion-mnist --methods dm csdm --ipc 10 \
+        --reuse dm_fashion_mnist $GPU
+    python3 benchmarks/distill_table.py --name prune_fashion_mnist --methods dm --ipc 10 --prune hyperbolic random \
+        --keep 0.8 $GPU
 }
 export -f queue
 export GPU
