@@ -390,3 +390,10 @@ def test_spectra_per_class_and_plot_writes_a_png(tmp_path) -> None:
         ffc_spectra(real_x, real_y, {})
     with pytest.raises(ValueError, match="at least one SpectrumPanel"):
         plot_ffc_spectra([], tmp_path / "empty.png")
+
+
+def test_equal_beta_levels_share_one_label() -> None:
+    from distillset.evaluate.spectrum import _merged_levels
+
+    merged = _merged_levels({"cfm start": 2.5, "lowpass": 2.5 * (1 + 1e-12), "cfm end": 0.0025})
+    assert merged == {2.5: ["cfm start", "lowpass"], 0.0025: ["cfm end"]}

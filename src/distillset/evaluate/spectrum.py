@@ -110,6 +110,15 @@ def image_ffc_spectra(
     )
 
 
+def _merged_levels(levels: Mapping[str, float]) -> dict[float, list[str]]:
+    """Levels by value, names of equal levels (to 1e-9 relative) together, so their labels do not overprint."""
+    merged: dict[float, list[str]] = {}
+    for name, level in levels.items():
+        same = next((value for value in merged if abs(value - level) <= 1e-9 * max(abs(value), abs(level))), level)
+        merged.setdefault(same, []).append(name)
+    return merged
+
+
 def plot_ffc_spectra(
     spectra: Sequence[SpectrumPanel],
     path: str | Path,
@@ -148,9 +157,9 @@ def plot_ffc_spectra(
                       label=f"{label} ({int(shown.sum())} non-zero)")
             both = shown & real_shown
             ratio_axis.plot(ranks[both].numpy(), (values[both] / real[both]).numpy(), color=colours[name])
-        for level_name, level in (levels or {}).items():
+        for level, level_names in _merged_levels(levels or {}).items():
             axis.axhline(level, color="grey", linestyle=":", linewidth=1)
-            axis.annotate(level_name, (1, level), fontsize=7, color="grey", va="bottom")
+            axis.annotate(", ".join(level_names), (1, level), fontsize=7, color="grey", va="bottom")
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_title(panel.label, fontsize=9)
