@@ -379,8 +379,8 @@ def spectrum(
                 _fail(f"{run} has {key} {other.get(key)!r} but {runs[0]} has {manifest.get(key)!r}; "
                       "plot runs of the same dataset together")
     methods = [str(other["method"]) for _, _, other in opened]
-    names = [method if methods.count(method) == 1 else f"{method} ({run.name})"
-             for method, (run, _, _) in zip(methods, opened, strict=True)]
+    named = {method if methods.count(method) == 1 else f"{method} ({run.name})": (run, images, run_manifest)
+             for method, (run, images, run_manifest) in zip(methods, opened, strict=True)}
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), seed)
     dev = _device(device)
     info = splits.info
@@ -398,19 +398,20 @@ def spectrum(
         picks.append(members[torch.randperm(len(members), generator=generator)[:real_per_class]])
     real = splits.train.subset(torch.cat(picks))
     synthetic_sets = {name: ImageSet(images.images.to(dev), images.labels.to(dev))
-                      for name, (_, images, _) in zip(names, opened, strict=True)}
+                      for name, (_, images, _) in named.items()}
     spectra = image_ffc_spectra(net.embed, ImageSet(real.images.to(dev), real.labels.to(dev)), synthetic_sets,
                                 per_class=per_class)
     levels: dict[str, float] = {}
     if not per_class:
-        for name, (_, _, run_manifest) in zip(names, opened, strict=True):
-            levels.update(_ridge_beta_levels(name, run_manifest, float(spectra[0].real.sum())))
+        real_trace = float(spectra[0].real.sum())
+        for name, (_, _, run_manifest) in named.items():
+            levels.update(_ridge_beta_levels(name, run_manifest, real_trace))
     path = out or runs[0] / "spectrum.png"
-    title = (f"{', '.join(names)}: {manifest['dataset']} IPC {'/'.join(sorted({str(m['ipc']) for _, _, m in opened}))}"
+    title = (f"{', '.join(named)}: {manifest['dataset']} IPC {'/'.join(sorted({str(m['ipc']) for _, _, m in opened}))}"
              f", FFC spectrum, {network}")
     plot_ffc_spectra(spectra, path, title=title, levels=levels)
     atomic_write_json(path.with_suffix(".json"), {
-        "runs": {name: str(run) for name, (run, _, _) in zip(names, opened, strict=True)},
+        "runs": {name: str(run) for name, (run, _, _) in named.items()},
         "network": network, "real_per_class": real_per_class, "levels": levels,
         "spectra": {panel.label: {"real": panel.real.tolist(),
                                   "synthetic": {name: values.tolist() for name, values in panel.synthetic.items()}}

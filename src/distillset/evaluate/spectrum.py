@@ -141,6 +141,7 @@ def plot_ffc_spectra(
                            gridspec_kw={"height_ratios": [2.5, 1] * rows})
     names = list(dict.fromkeys(name for panel in spectra for name in panel.synthetic))
     colours = {name: f"C{i + 1}" for i, name in enumerate(names)}  # the same colour for a set in every panel
+    merged_levels = _merged_levels(levels or {})
     for index, panel in enumerate(spectra):
         row, column = 2 * (index // columns), index % columns
         axis, ratio_axis = axes[row, column], axes[row + 1, column]
@@ -157,7 +158,7 @@ def plot_ffc_spectra(
                       label=f"{label} ({int(shown.sum())} non-zero)")
             both = shown & real_shown
             ratio_axis.plot(ranks[both].numpy(), (values[both] / real[both]).numpy(), color=colours[name])
-        for level, level_names in _merged_levels(levels or {}).items():
+        for level, level_names in merged_levels.items():
             axis.axhline(level, color="grey", linestyle=":", linewidth=1)
             axis.annotate(", ".join(level_names), (1, level), fontsize=7, color="grey", va="bottom")
         axis.set_xscale("log")
