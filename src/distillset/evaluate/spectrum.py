@@ -119,6 +119,12 @@ def _merged_levels(levels: Mapping[str, float]) -> dict[float, list[str]]:
     return merged
 
 
+def _ranked(eigenvalues: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Eigenvalues on the CPU, their ranks (1-based) and the mask of those a log axis can show."""
+    values = eigenvalues.cpu()
+    return values, torch.arange(1, values.shape[0] + 1), values > values.max() * PLOT_RELATIVE_FLOOR
+
+
 def plot_ffc_spectra(
     spectra: Sequence[SpectrumPanel],
     path: str | Path,
@@ -145,14 +151,11 @@ def plot_ffc_spectra(
     for index, panel in enumerate(spectra):
         row, column = 2 * (index // columns), index % columns
         axis, ratio_axis = axes[row, column], axes[row + 1, column]
-        real = panel.real.cpu()
-        real_shown = real > real.max() * PLOT_RELATIVE_FLOOR
-        axis.plot(torch.arange(1, real.shape[0] + 1)[real_shown].numpy(), real[real_shown].numpy(), "-",
+        real, ranks, real_shown = _ranked(panel.real)
+        axis.plot(ranks[real_shown].numpy(), real[real_shown].numpy(), "-",
                   color="C0", label=f"real ({int(real_shown.sum())} non-zero)")
         for name, eigenvalues in panel.synthetic.items():
-            values = eigenvalues.cpu()
-            shown = values > values.max() * PLOT_RELATIVE_FLOOR
-            ranks = torch.arange(1, values.shape[0] + 1)
+            values, ranks, shown = _ranked(eigenvalues)
             label = name if len(names) > 1 else "synthetic"
             axis.plot(ranks[shown].numpy(), values[shown].numpy(), "--", color=colours[name],
                       label=f"{label} ({int(shown.sum())} non-zero)")
