@@ -5,7 +5,8 @@ stops is continued by running the same command again.
 Several workers (processes, e.g. two one-thread lanes) may run the same table at once: a worker claims a
 set before building it and a model before training it (an exclusive ``flock`` on a file under
 ``work/<table>/claims``, released by the kernel if the worker dies), and skips what another worker holds.
-Whoever records a cell's last model writes the cell.
+Whoever records a cell's last model writes the cell. A model's training is checkpointed under
+``work/<table>/eval/`` (every 2 minutes), so a stopped worker resumes it instead of starting it over.
 
 A cell with ``resample=True`` (the random real baseline) builds a new set for every model (set seed
 ``seed + index``), as the reference code draws a new random subset in each experiment: its std then
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -111,11 +113,14 @@ def run_table(
                         continue
                     config = EvalConfig(model=cell.model, epochs=epochs, num_models=1, seed=cell.seed * 100 + index,
                                         precision=precision, compile=compile)
-                    result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=device)
+                    training = WORK / name / "eval" / model_key  # resumable: a stopped worker loses <= 2 min
+                    result = evaluate_synthetic(synthetic, splits.test, splits.info, config, device=device,
+                                                checkpoint_dir=training)
                     record = {"accuracy": result.mean, "per_class": result.per_class,
                               "train_seconds": result.models[0].train_seconds, "precision": precision,
                               "compile": compile}
                     models.put(model_key, record)
+                    shutil.rmtree(training)
                 print(f"[{name}] {model_key}: {record['accuracy']:.2f}% ({record['train_seconds']:.0f} s)", flush=True)
         except ClaimedElsewhere as busy:
             print(f"[{name}] {cell.key}: {busy}; skipped", flush=True)

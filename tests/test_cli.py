@@ -60,6 +60,31 @@ def test_evaluate_and_inspect(dm_run):
     assert result.exit_code == 0 and (dm_run / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_interrupted_evaluation_resumes_after_its_tested_models(dm_run, monkeypatch):
+    from distillset.evaluate import protocol
+
+    tested = protocol.test_accuracy
+    calls = []
+
+    def stop_at_second_model(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return tested(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "test_accuracy", stop_at_second_model)
+    args = ("evaluate", str(dm_run), "--models", "2", "--epochs", "2", "--seed", "5")
+    result = invoke(*args)
+    assert result.exit_code != 0
+    work = dm_run / protocol.EVALUATION_WORK_DIR / "convnet3-e2-n2-s5"
+    assert sorted(p.name for p in work.iterdir()) == ["model0.json"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 3  # the first model was not tested (nor trained) again
+    assert json.loads((dm_run / "evaluation.json").read_text())["convnet3-e2-n2-s5"]["n"] == 2
+    assert not work.exists()
+
+
 @pytest.mark.parametrize("per_class", [False, True])
 def test_spectrum_plots_real_and_synthetic_ffc_eigenvalues(dm_run, tmp_path, per_class):
     out = tmp_path / "spectrum.png"

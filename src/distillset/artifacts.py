@@ -36,6 +36,10 @@ class ArtifactError(RuntimeError):
     """A run directory is missing, corrupt or has been tampered with."""
 
 
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint exists but was made with different settings."""
+
+
 def _publish(tmp: str, path: Path) -> None:
     """Give the temp file the permissions a plain ``open(path, "w")`` would (mkstemp makes it 0600), then
     rename it over ``path``."""

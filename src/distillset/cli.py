@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -12,8 +13,8 @@ from typing import Annotated, Any, NoReturn, Optional
 import torch
 import typer
 
-from distillset.artifacts import ArtifactError, atomic_write_json, load_run, save_run
-from distillset.evaluate.protocol import EVALUATION_FILE
+from distillset.artifacts import ArtifactError, CheckpointMismatchError, atomic_write_json, load_run, save_run
+from distillset.evaluate.protocol import EVALUATION_FILE, EVALUATION_WORK_DIR
 from distillset.registry import UnknownNameError, parse_key_values
 from distillset.runtime import keep_large_allocations
 
@@ -141,7 +142,7 @@ def distill(
     data_root: DataRoot = None,
 ) -> None:
     """Distil a synthetic set (resumable; Ctrl-C or SIGTERM saves a checkpoint)."""
-    from distillset.engine import CheckpointMismatchError, Distiller, config_for_method, run_together
+    from distillset.engine import Distiller, config_for_method, run_together
 
     methods = [name.strip() for name in method.split(",") if name.strip()]
     if not methods or len(set(methods)) != len(methods):
@@ -260,28 +261,31 @@ def evaluate(
         _fail(f"--elf-param: {exc}")
     full_accuracies = _full_data_accuracies(full_data_accuracy, architectures)
 
-    def run_evaluation(images, config):
+    def run_evaluation(images, config, checkpoint_dir=None):
         if elf_config is None:
-            return evaluate_synthetic(images, splits.test, splits.info, config, device=dev, progress=True)
+            return evaluate_synthetic(images, splits.test, splits.info, config, device=dev, progress=True,
+                                      checkpoint_dir=checkpoint_dir)
         return evaluate_elf(images, splits, config, elf_config, device=dev, progress=True)
 
     for arch in architectures:
+        key = f"{arch}-e{epochs}-n{count}-s{seed}" + ("-elf" if elf_config else "") + (
+            f"-{precision}" if precision != "fp32" else "")
+        training = run / EVALUATION_WORK_DIR / key  # tested models and the one in training: a rerun resumes
         try:
             config = EvalConfig(model=arch, epochs=epochs, num_models=count, precision=precision, seed=seed,
                                 compile=compile)
-            result = run_evaluation(synthetic, config)
+            result = run_evaluation(synthetic, config, training)
             entry = result.to_dict()
             if fair_metrics:
                 entry["fair_metrics"] = compute_fair_metrics(
                     synthetic, splits, config, evaluate=run_evaluation, synthetic_result=result,
                     full_accuracy=full_accuracies.get(arch), full_data_epochs=full_data_epochs, device=dev,
                 ).to_dict()
-        except (UnknownNameError, ValueError, FloatingPointError) as exc:
+        except (UnknownNameError, ValueError, FloatingPointError, CheckpointMismatchError, ArtifactError) as exc:
             _fail(str(exc))
-        key = f"{arch}-e{epochs}-n{count}-s{seed}" + ("-elf" if elf_config else "") + (
-            f"-{precision}" if precision != "fp32" else "")
         results[key] = entry
         atomic_write_json(results_path, results)
+        shutil.rmtree(training, ignore_errors=True)
         typer.echo(f"{arch + (' +ELF' if elf_config else ''):17s} {format_mean_std(result.mean, result.std)}  "
                    f"(n={count}, {epochs} epochs, final epoch)")
         if fair_metrics:

@@ -29,7 +29,7 @@ from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from distillset.artifacts import atomic_save_tensors
+from distillset.artifacts import CheckpointMismatchError, atomic_save_tensors
 from distillset.augment import DSA, DSAParams
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.engine.networks import (
@@ -50,10 +50,6 @@ LOG_FILE = "log.jsonl"
 # 32 bf16 = 67 MB) near the caches: the DM step (Fashion-MNIST IPC 10, 2 threads) took 1.05 s against 1.16 s with
 # 1024-image chunks, and the features are bitwise the same (docs/methods.md). It also bounds peak memory.
 REAL_CHUNK = 256
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint exists but was made with different settings."""
 
 
 @dataclass

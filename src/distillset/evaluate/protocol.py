@@ -8,17 +8,22 @@ final epoch's on the full test split (not the best epoch).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from distillset.artifacts import ArtifactError, CheckpointMismatchError, atomic_save_tensors, atomic_write_json
 from distillset.augment import DSA
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
@@ -26,6 +31,7 @@ from distillset.runtime import precision_autocast
 
 Precision = Literal["fp32", "bf16"]
 EVALUATION_FILE = "evaluation.json"  # per-run evaluation results written by `distillset evaluate`
+EVALUATION_WORK_DIR = "evaluation-work"  # its per-model training checkpoints, removed once the results are written
 
 
 @dataclass
@@ -101,6 +107,81 @@ class EvalResult:
         }
 
 
+def training_identity(net: nn.Module, train: ImageSet, config: EvalConfig, generator: torch.Generator) -> str:
+    """A digest of everything that determines a model's training: the settings (not ``num_models``), the
+    training set, the network's initial weights and the generator's state before the first draw."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in asdict(config).items() if k != "num_models"},
+                                       sort_keys=True).encode())
+    tensors = [train.images, train.labels, generator.get_state(), *net.state_dict().values()]
+    if train.soft_labels is not None:
+        tensors.append(train.soft_labels)
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class TrainingCheckpoint:
+    """Resumable training of one evaluation model (``<stem>.safetensors`` while it trains, ``<stem>.json`` once
+    it is tested).
+
+    :func:`train_classifier` writes the network, its momentum, the generator and the next epoch atomically at
+    the end of an epoch, at most every ``every_seconds``; a later call with a checkpoint of the same
+    ``identity`` (:func:`training_identity`) continues from there and ends with bit-for-bit the weights of an
+    uninterrupted run. A checkpoint of another training raises :class:`CheckpointMismatchError`.
+    """
+
+    def __init__(self, stem: str | Path, identity: str, every_seconds: float = 120.0) -> None:
+        self.path = Path(stem).with_suffix(".safetensors")
+        self.result_path = Path(stem).with_suffix(".json")
+        self.identity, self.every_seconds = identity, every_seconds
+        self.earlier_seconds = 0.0  # training time of earlier processes, set by restore()
+        self._last_save = time.perf_counter()
+
+    def _check(self, saved_identity: str | None, path: Path) -> None:
+        if saved_identity != self.identity:
+            raise CheckpointMismatchError(
+                f"{path} belongs to another training (different set, network or settings); delete it to "
+                "train this model from the start"
+            )
+
+    def restore(self) -> tuple[int, dict[str, Tensor]] | None:
+        """The next epoch and the saved tensors, or None when there is no checkpoint."""
+        if not self.path.is_file():
+            return None
+        try:
+            with safe_open(self.path, framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                state = {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise ArtifactError(
+                f"training checkpoint {self.path} is unreadable ({exc}); delete it to train this model from the start"
+            ) from exc
+        self._check(metadata.get("identity"), self.path)
+        self.earlier_seconds = float(metadata["seconds"])
+        return int(metadata["epoch"]), state
+
+    def due(self) -> bool:
+        return time.perf_counter() - self._last_save >= self.every_seconds
+
+    def save(self, state: dict[str, Tensor], *, epoch: int, seconds: float) -> None:
+        atomic_save_tensors(self.path, state, metadata={"epoch": str(epoch), "seconds": repr(seconds),
+                                                        "identity": self.identity})
+        self._last_save = time.perf_counter()
+
+    def finished(self) -> ModelResult | None:
+        """The tested model's result, if an earlier process got that far."""
+        if not self.result_path.is_file():
+            return None
+        saved = json.loads(self.result_path.read_text())
+        self._check(saved.pop("identity", None), self.result_path)
+        return ModelResult(**saved)
+
+    def finish(self, result: ModelResult) -> None:
+        """Keep the tested model's result and drop the training state."""
+        atomic_write_json(self.result_path, {**asdict(result), "identity": self.identity})
+        self.path.unlink(missing_ok=True)
+
+
 def compiled(net: nn.Module, config: EvalConfig) -> Callable[[Tensor], Tensor]:
     """``net``'s forward, compiled when ``config.compile`` (static shapes: the last, smaller batch of an epoch
     and the test batches get their own graphs). Build it once per network and pass it on."""
@@ -122,25 +203,32 @@ def train_classifier(
     extra_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     progress: bool = False,
     forward: Callable[[Tensor], Tensor] | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> nn.Module:
     """Train ``net`` on ``train`` with the protocol's optimiser, schedule and DSA.
 
-    ``extra_loss(net, augmented_images, batch_indices)`` may add a term (used by ELF).
+    ``extra_loss(net, augmented_images, batch_indices)`` may add a term (used by ELF). With a ``checkpoint``
+    the training resumes from it and saves to it (state outside ``net``, e.g. in ``extra_loss``, is not kept).
     """
+    started = time.perf_counter()
     images = train.images.to(device)
     targets = (train.soft_labels if train.soft_labels is not None else train.labels).to(device)
     forward = forward if forward is not None else compiled(net, config)
     dsa = DSA(config.dsa_strategy) if config.dsa else None
     decay_epoch = config.epochs // 2 + 1
-    lr = config.lr
+    saved = checkpoint.restore() if checkpoint is not None else None
+    first_epoch = saved[0] if saved is not None else 0
+    lr = config.lr * (0.1 if first_epoch > decay_epoch else 1.0)
 
     def make_optimizer() -> torch.optim.Optimizer:
         return torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
     optimizer = make_optimizer()
+    if saved is not None:
+        _load_training_state(saved[1], net, optimizer, generator)
     net.train()
     n = images.shape[0]
-    epochs = range(config.epochs + 1)
+    epochs = range(first_epoch, config.epochs + 1)
     for epoch in tqdm(epochs, desc=f"train {config.model}", leave=False, disable=not progress):
         if epoch == decay_epoch:
             lr *= 0.1
@@ -166,7 +254,29 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if checkpoint is not None and checkpoint.due():
+            checkpoint.save(_training_state(net, optimizer, generator), epoch=epoch + 1,
+                            seconds=checkpoint.earlier_seconds + time.perf_counter() - started)
     return net
+
+
+def _training_state(net: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Tensor]:
+    state = {f"net.{key}": value for key, value in net.state_dict().items()}
+    state["generator"] = generator.get_state()
+    for index, parameter in enumerate(net.parameters()):
+        buffer = optimizer.state.get(parameter, {}).get("momentum_buffer")
+        if buffer is not None:
+            state[f"momentum.{index}"] = buffer
+    return state
+
+
+def _load_training_state(state: dict[str, Tensor], net: nn.Module, optimizer: torch.optim.Optimizer,
+                         generator: torch.Generator) -> None:
+    net.load_state_dict({key[len("net."):]: value for key, value in state.items() if key.startswith("net.")})
+    generator.set_state(state["generator"])
+    for index, parameter in enumerate(net.parameters()):
+        if f"momentum.{index}" in state:
+            optimizer.state[parameter]["momentum_buffer"] = state[f"momentum.{index}"].to(parameter.device).clone()
 
 
 @torch.inference_mode()
@@ -205,11 +315,14 @@ def evaluate_synthetic(
     on_model_done: Callable[[int, ModelResult], None] | None = None,
     wrap_network: Callable[[nn.Module, int], nn.Module] | None = None,
     extra_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> EvalResult:
     """Train ``config.num_models`` fresh networks on ``synthetic`` and test each on ``test``.
 
     Model ``i`` is seeded ``config.seed * 1000 + i`` (weights, batches, augmentation). ``wrap_network(net, seed)``
     and ``extra_loss`` let an evaluation variant (ELF) change the network and the loss while staying paired.
+    With ``checkpoint_dir`` the evaluation is resumable: each model's training is checkpointed there
+    (:class:`TrainingCheckpoint`, ``model<i>.*``), and a model tested by an earlier call is not trained again.
     """
     config = config or EvalConfig()
     device = torch.device(device)
@@ -222,15 +335,25 @@ def evaluate_synthetic(
         if wrap_network is not None:
             net = wrap_network(net, seed)
         net = net.to(device)
-        start = time.perf_counter()
-        forward = compiled(net, config)
-        train_classifier(net, synthetic, config, generator=generator, device=device, progress=progress,
-                         forward=forward, extra_loss=extra_loss)
-        accuracy, per_class = test_accuracy(net, test, info.num_classes, device=device, config=config, forward=forward)
-        model_result = ModelResult(accuracy, per_class, time.perf_counter() - start)
+        checkpoint = None
+        if checkpoint_dir is not None:
+            identity = training_identity(net, synthetic, config, generator)
+            checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / f"model{model_index}", identity)
+        model_result = checkpoint.finished() if checkpoint is not None else None
+        if model_result is None:
+            start = time.perf_counter()
+            forward = compiled(net, config)
+            train_classifier(net, synthetic, config, generator=generator, device=device, progress=progress,
+                             forward=forward, extra_loss=extra_loss, checkpoint=checkpoint)
+            accuracy, per_class = test_accuracy(net, test, info.num_classes, device=device, config=config,
+                                                forward=forward)
+            earlier = checkpoint.earlier_seconds if checkpoint is not None else 0.0
+            model_result = ModelResult(accuracy, per_class, earlier + time.perf_counter() - start)
         result.models.append(model_result)
         if on_model_done is not None:
             on_model_done(model_index, model_result)
+        if checkpoint is not None:
+            checkpoint.finish(model_result)
     return result
 
 
