@@ -1,8 +1,9 @@
 """Distillation accuracy tables (DM, HDD, IDM, CSDM, CFM, ...): ConvNet-3, full evaluation protocol.
 
     python benchmarks/distill_table.py --name dm_fashion_mnist --methods random dm hdd idm idm+hdd --ipc 10 50
-Resumable at three levels: the distillation checkpoints every 100 iterations (benchmarks/work/), a finished
-set is stored under benchmarks/artifacts/, and each trained model's accuracy under benchmarks/cells/.
+Resumable at four levels: the distillation checkpoints every 100 iterations or 10 minutes (benchmarks/work/),
+a finished set is stored under benchmarks/artifacts/, a model in training checkpoints every 2 minutes
+(benchmarks/work/<table>/eval/), and each trained model's accuracy is kept under benchmarks/cells/.
 ``random`` is the class-balanced random real subset (the distillation's initialisation).
 """
 

@@ -111,6 +111,16 @@ def test_ctrl_c_saves_a_checkpoint(real, tmp_path, exploding):
     assert again.load_checkpoint() and again.iteration == 3
 
 
+@pytest.mark.parametrize(("seconds", "expected"), [(0.0, [5]), (1e-9, [1, 2, 3, 4, 5, 5])])
+def test_slow_runs_also_checkpoint_by_time(real, tmp_path, monkeypatch, seconds, expected):
+    """A killed job cannot save on its way out: with ``checkpoint_seconds`` it loses at most that long."""
+    saved = []
+    monkeypatch.setattr(Distiller, "save_checkpoint", lambda self: saved.append(self.iteration))
+    config = _config(iterations=5, checkpoint_every=0, checkpoint_seconds=seconds)
+    Distiller(real, INFO, config, out_dir=tmp_path).run()
+    assert saved == expected  # the final checkpoint, plus one per iteration once the interval has passed
+
+
 class _SignalsItself(MatchingObjective):
     """DM's mean matching that sends ``signum`` to its own process once, during iteration ``at``."""
 

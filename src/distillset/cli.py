@@ -133,6 +133,7 @@ def distill(
     prune_ratio: Annotated[Optional[float], typer.Option(help="Keep this fraction of the real pool (pruning).")] = None,
     prune_rule: Annotated[str, typer.Option(help="hyperbolic or random pruning of the real pool.")] = "hyperbolic",
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint interval (iterations).")] = 100,
+    checkpoint_minutes: Annotated[float, typer.Option(help="Also checkpoint after this many minutes (0 = off).")] = 10,
     eval_every: Annotated[int, typer.Option(help="Quick evaluation every N iterations (0 = never).")] = 0,
     eval_epochs: Annotated[int, typer.Option(help="Epochs of the periodic quick evaluation.")] = 300,
     real_precision: Annotated[str, typer.Option(help="fp32 or bf16 for passes over real data.")] = "fp32",
@@ -152,7 +153,8 @@ def distill(
     splits = _load(dataset, data_root, imbalance, seed)
     overrides: dict[str, Any] = {
         "ipc": ipc, "iterations": iterations, "batch_real": batch_real, "init": init, "model": model,
-        "seed": seed, "checkpoint_every": checkpoint_every, "real_precision": real_precision, "compile": compile,
+        "seed": seed, "checkpoint_every": checkpoint_every, "checkpoint_seconds": 60 * checkpoint_minutes,
+        "real_precision": real_precision, "compile": compile,
         "objective_params": _parse_params(param),
     }
     if lr_img is not None:

@@ -75,6 +75,7 @@ class DistillConfig:
     real_precision: str = "fp32"  # "fp32" | "bf16": the (no-grad) real feature pass and IDM's queue training
     compile: bool = False  # torch.compile the embedding (DM) or the queue nets' training forward (IDM)
     checkpoint_every: int = 100
+    checkpoint_seconds: float = 600.0  # also checkpoint once this long has passed (slow runs, e.g. IDM on a CPU)
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -100,7 +101,7 @@ class DistillConfig:
 
     def identity(self) -> dict[str, Any]:
         """Settings that must agree between a checkpoint and a resumed run."""
-        keep = ("checkpoint_every", "log_every", "iterations", "compile")
+        keep = ("checkpoint_every", "checkpoint_seconds", "log_every", "iterations", "compile")
         return {k: v for k, v in asdict(self).items() if k not in keep}
 
 
@@ -146,6 +147,7 @@ class Distiller:
         self.optimizer = torch.optim.SGD([self.stored], lr=config.lr_img, momentum=config.momentum)
         self.iteration = 0
         self.elapsed = 0.0
+        self._last_checkpoint = time.perf_counter()
 
     # ----------------------------------------------------------------- set-up
     def _make_sampler(self) -> RandomNetworkSampler | TrainedNetworkQueue:
@@ -296,8 +298,11 @@ class Distiller:
 
     @property
     def checkpoint_due(self) -> bool:
-        every = self.config.checkpoint_every
-        return bool(every) and self.iteration % every == 0
+        """Every ``checkpoint_every`` iterations, or once ``checkpoint_seconds`` have passed since the last one
+        (a killed job, which cannot save on the way out, then loses at most that much)."""
+        every, seconds = self.config.checkpoint_every, self.config.checkpoint_seconds
+        return (bool(every) and self.iteration % every == 0) or (
+            seconds > 0 and time.perf_counter() - self._last_checkpoint >= seconds)
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.out_dir is None:
@@ -325,6 +330,7 @@ class Distiller:
             "config": json.dumps(self.config.identity(), sort_keys=True, default=str),
         }
         atomic_save_tensors(self.out_dir / CHECKPOINT_FILE, self._state(), metadata=metadata)
+        self._last_checkpoint = time.perf_counter()
 
     def load_checkpoint(self) -> bool:
         """Restore the state saved in ``out_dir``; returns False when there is none."""
