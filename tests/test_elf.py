@@ -8,8 +8,7 @@ from typer.testing import CliRunner
 
 from distillset.artifacts import save_run
 from distillset.cli import app
-from distillset.coreset import select_coreset
-from distillset.data import dataset_info, load_dataset
+from distillset.data import dataset_info
 from distillset.data.base import ImageSet
 from distillset.evaluate import EvalConfig, evaluate_synthetic
 from distillset.evaluate.elf import (
@@ -25,16 +24,6 @@ from distillset.evaluate.elf import (
     stage_shapes,
 )
 from distillset.nets import get_network
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def small_set(digits):
-    return select_coreset(digits, "random", 2, seed=0)
 
 
 def test_ce_feature_distance_is_soft_target_cross_entropy_over_channels():

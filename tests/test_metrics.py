@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from distillset.coreset import select_coreset
-from distillset.data import load_dataset
 from distillset.data.base import ImageSet
 from distillset.evaluate import EvalConfig, EvalResult, ModelResult
 from distillset.evaluate.metrics import (
@@ -18,11 +17,6 @@ from distillset.evaluate.metrics import (
 )
 
 E = math.e
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def test_ior_and_hlr_are_accuracy_differences():
