@@ -23,9 +23,13 @@ run() {  # run <log name> <distill_table args...>
 lt="--name csdm_longtail --ipc 10 --dataset fashion-mnist-lt"
 # issue 4: DM/HDD IPC 50, the keep-80% pruning rows (the "pruning ratio 20%" reading, docs/hdd.md), the
 # four IDM cells (one lockstep group sharing the network queue)
-dm50() { run dm50 --name dm_fashion_mnist --methods random dm hdd --ipc 50; }
+dm50() { run dm50 --name dm_fashion_mnist --methods random dm hdd --ipc 50 "$@"; }
 prune80() { run prune --name prune_fashion_mnist --methods dm --ipc 10 --prune hyperbolic random --keep 0.8; }
-idm() { run idm --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50; }
+idm() { run idm --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50 "$@"; }
+# distillation only (--build-only): lane A gets the IDM group's ~14 h of serial distillation going at once
+# and lane B evaluates the DM IPC 50 sets meanwhile
+dm50sets() { dm50 --build-only; }
+idmsets() { idm --build-only; }
 # issue 5: the remaining imbalance ratios and balanced Fashion-MNIST (DM rows reused)
 longtail() { run csdm $lt --imbalance 0.1 0.01 --methods random dm csdm; }
 balanced() { run csdm --name csdm_longtail --ipc 10 --dataset fashion-mnist --methods dm csdm --reuse dm_fashion_mnist; }
@@ -37,8 +41,8 @@ cfm50() {
     run cfm --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 50 --reuse dm_fashion_mnist
 }
 case "${1:-}" in
-A) order="dm50 idm prune80 cfm10 longtail balanced cfm50" ;;  # the IDM group (~14 h on one thread) is the long pole
-B) order="cfm10 longtail balanced cfm50 dm50 prune80 idm" ;;
+A) order="dm50sets idmsets dm50 idm prune80 cfm10 longtail balanced cfm50" ;;  # IDM's distillation is the long pole
+B) order="cfm10 dm50 longtail balanced cfm50 prune80 idm" ;;
 *)
     echo "usage: $0 A|B" >&2
     exit 2

@@ -140,6 +140,8 @@ def main() -> None:
     parser.add_argument("--reuse", nargs="*", default=[],
                         help="copy cells already finished in these tables (same key and evaluation), e.g. the "
                              "full-pool DM row of dm_fashion_mnist in the pruning table")
+    parser.add_argument("--build-only", action="store_true",
+                        help="distil the sets of unfinished cells and train no models (another worker may evaluate)")
     parser.add_argument("--max-group", type=int, default=4,
                         help="at most this many cells distilled together (a group's sets all finish at its end)")
     args = parser.parse_args()
@@ -187,7 +189,8 @@ def main() -> None:
 
     builder = build if args.separately else grouped_builder(args.name, cells, args.max_group, args.reuse)
     write(run_table(args.name, cells, builder, num_models=args.models, epochs=args.epochs, device=args.device,
-                    precision=args.precision, compile=args.eval_compile, on_cell=write, reuse=args.reuse))
+                    precision=args.precision, compile=args.eval_compile, on_cell=write, reuse=args.reuse,
+                    build_only=args.build_only))
 
 if __name__ == "__main__":
     main()

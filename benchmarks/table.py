@@ -75,8 +75,12 @@ def run_table(
     data_root: Path | None = None,
     on_cell: Callable[[list[dict[str, Any]]], None] | None = None,
     reuse: Sequence[str] = (),
+    build_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell; returns all finished cells' rows (RESULTS.md format).
+
+    ``build_only`` builds (distils) the sets of unfinished cells and trains no models, so one worker can get
+    on with a long distillation while others evaluate.
 
     ``on_cell`` is called with the rows of all finished cells each time a cell finishes, so the result
     file can be rewritten as the table fills instead of only at the end of a run of many hours.
@@ -106,6 +110,8 @@ def run_table(
                 set_cell = cell.set_cell(index)
                 if set_cell.key not in build_seconds:
                     synthetic, build_seconds[set_cell.key] = _load_or_build(name, set_cell, splits, build)
+                if build_only:
+                    continue
                 model_key = f"{set_cell.key}-{cell.model}-e{epochs}-m{index}"
                 model_keys.append(model_key)
                 with claimed(name, f"{model_key}.eval") as mine:
@@ -124,6 +130,9 @@ def run_table(
                 print(f"[{name}] {model_key}: {record['accuracy']:.2f}% ({record['train_seconds']:.0f} s)", flush=True)
         except ClaimedElsewhere as busy:
             print(f"[{name}] {cell.key}: {busy}; skipped", flush=True)
+            continue
+        if build_only:
+            print(f"[{name}] {cell.key}: set ready; models not trained (--build-only)", flush=True)
             continue
         records = [models.get(key) for key in model_keys]
         if any(record is None for record in records):

@@ -59,6 +59,16 @@ def test_run_table_resumes_and_writes_after_each_cell(tables):
     assert len(calls) == 3 and rebuilt[0]["extra"]["accuracies"][0] == round(stamp, 2)
 
 
+def test_build_only_distils_and_leaves_the_models_to_a_later_run(tables):
+    cells = [table.Cell("digits", "random", 1)]
+    calls: list[str] = []
+    assert table.run_table("t", cells, _counting_builder(calls), num_models=2, epochs=1, build_only=True) == []
+    assert calls == ["digits-random-ipc1-it0-s0"] and table.set_saved("t", cells[0])
+    assert not (tables / "cells" / "t" / "models").exists() or not any((tables / "cells" / "t" / "models").iterdir())
+    rows = table.run_table("t", cells, _counting_builder(calls), num_models=2, epochs=1)
+    assert len(calls) == 1 and rows[0]["n"] == 2  # the saved set is evaluated, not built again
+
+
 def test_workers_share_a_table_through_claims(tables, capsys):
     cell = table.Cell("digits", "random", 1)
     calls: list[str] = []
