@@ -85,3 +85,19 @@ def test_evaluation_keeps_tested_models_and_resumes_the_rest(digits, small_set, 
     with pytest.raises(CheckpointMismatchError):  # the same folder for a different set
         evaluate_synthetic(select_coreset(digits, "random", 2, seed=1), digits.test, digits.info, config,
                            checkpoint_dir=tmp_path)
+    (tmp_path / "model1.json").write_text("{truncated")
+    with pytest.raises(ArtifactError, match="model1.json is unreadable"):
+        evaluate_synthetic(small_set, digits.test, digits.info, config, checkpoint_dir=tmp_path)
+
+
+def test_identity_covers_bf16_sets_and_tells_sets_apart(digits, small_set):
+    config = EvalConfig()
+    net = get_network(config.model, digits.info.channels, digits.info.num_classes, digits.info.image_size, seed=0)
+
+    def identity(images):
+        generator = torch.Generator().manual_seed(0)
+        return training_identity(net, type(small_set)(images, small_set.labels), config, generator)
+
+    assert identity(small_set.images) == identity(small_set.images.clone())
+    assert identity(small_set.images) != identity(small_set.images + 1e-3)
+    assert identity(small_set.images.bfloat16()) != identity(small_set.images)

@@ -116,7 +116,7 @@ def training_identity(net: nn.Module, train: ImageSet, config: EvalConfig, gener
     if train.soft_labels is not None:
         tensors.append(train.soft_labels)
     for tensor in tensors:
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -172,7 +172,12 @@ class TrainingCheckpoint:
         """The tested model's result, if an earlier process got that far."""
         if not self.result_path.is_file():
             return None
-        saved = json.loads(self.result_path.read_text())
+        try:
+            saved = json.loads(self.result_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(
+                f"tested-model record {self.result_path} is unreadable ({exc}); delete it to train this model again"
+            ) from exc
         self._check(saved.pop("identity", None), self.result_path)
         return ModelResult(**saved)
 
