@@ -13,7 +13,8 @@ class, IPC synthetic images per class, loss summed over classes, one SGD step (l
   pass, optional bf16 real pass, optional torch.compile with in-place re-initialisation).
 
 Prints one JSON line per implementation with ``sec_per_iter_median``; ``--record`` also writes
-benchmarks/results/dm_speed.json.
+benchmarks/results/dm_speed.json. ``--rounds R`` alternates the implementations R times (after one warm-up
+each), so a slow phase of a shared machine hits both alike, and reports the speed-up of every round.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -84,39 +87,55 @@ def step_arguments(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def make_step(impl: str, args: argparse.Namespace, real, info) -> tuple[Callable[[int], None], dict[str, Any]]:
+    """One implementation's step function (state kept between calls) and its settings."""
+    generator = torch.Generator().manual_seed(0)
+    if impl == "reference":
+        synthetic = real.images[: info.num_classes * args.ipc].clone().requires_grad_(True)
+        optimizer = torch.optim.SGD([synthetic], lr=1.0, momentum=0.5)
+        dsa = DSA("color_crop_cutout_flip_scale_rotate")
+        return (lambda i: reference_style_step(real, info, synthetic, optimizer, args.ipc, args.batch_real,
+                                               generator, dsa, i)), {"precision": "fp32", "compile": False}
+    steps = args.warmup + args.rounds * args.iterations
+    config = config_for_method("dm", ipc=args.ipc, iterations=steps, batch_real=args.batch_real,
+                               real_precision=args.real_precision, compile=args.compile)
+    distiller = Distiller(real, info, config, device=args.device)
+    return (lambda i: distiller.step()), {"real_precision": args.real_precision, "compile": args.compile}
+
+
 def main() -> None:
     parser = step_arguments(__doc__)
     parser.add_argument("--impl", nargs="+", default=["reference", "engine"], choices=["reference", "engine"])
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate the implementations this many times (--iterations steps each), so slow "
+                             "phases of a shared machine hit both alike; the speed-up is also given per round")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/dm_speed.json")
     args = parser.parse_args()
-
+    started = time.perf_counter()
     splits = load_dataset(args.dataset)
     info, real = splits.info, splits.train
+    steps = {impl: make_step(impl, args, real, info) for impl in args.impl}
+    times: dict[str, list[list[float]]] = {impl: [] for impl in args.impl}
+    for step, _ in steps.values():
+        time_steps(step, 0, args.warmup)
+    for round_index in range(args.rounds):
+        for impl, (step, _) in steps.items():
+            first = args.warmup + round_index * args.iterations
+            times[impl].append(time_steps(lambda i, step=step, first=first: step(first + i), args.iterations, 0))
     rows = []
-    for impl in args.impl:
-        generator = torch.Generator().manual_seed(0)
-        if impl == "reference":
-            synthetic = real.images[: info.num_classes * args.ipc].clone().requires_grad_(True)
-            optimizer = torch.optim.SGD([synthetic], lr=1.0, momentum=0.5)
-            dsa = DSA("color_crop_cutout_flip_scale_rotate")
-            times = time_steps(lambda i, synthetic=synthetic, optimizer=optimizer, generator=generator, dsa=dsa:
-                               reference_style_step(real, info, synthetic, optimizer, args.ipc,
-                                                    args.batch_real, generator, dsa, i),
-                               args.iterations, args.warmup)
-            settings = {"precision": "fp32", "compile": False}
-        else:
-            config = config_for_method("dm", ipc=args.ipc, iterations=args.iterations + args.warmup,
-                                       batch_real=args.batch_real, real_precision=args.real_precision,
-                                       compile=args.compile)
-            distiller = Distiller(real, info, config, device=args.device)
-            times = time_steps(lambda i, distiller=distiller: distiller.step(), args.iterations, args.warmup)
-            settings = {"real_precision": args.real_precision, "compile": args.compile}
-        median = statistics.median(times)
-        line = {"impl": impl, "sec_per_iter_median": round(median, 4), "iterations": args.iterations,
+    for impl, (_, settings) in steps.items():
+        median = statistics.median(t for round_times in times[impl] for t in round_times)
+        line = {"impl": impl, "sec_per_iter_median": round(median, 4), "iterations": args.iterations * args.rounds,
+                "rounds": args.rounds, "round_medians": [round(statistics.median(r), 4) for r in times[impl]],
                 "dataset": args.dataset, "ipc": args.ipc, "batch_real": args.batch_real,
                 "threads": torch.get_num_threads(), **settings}
         print(json.dumps(line), flush=True)
         rows.append(line)
+    if len(rows) == 2:
+        ratios = [round(ref / eng, 2) for ref, eng in zip(rows[0]["round_medians"], rows[1]["round_medians"])]
+        rows[1]["speedup_per_round"] = ratios
+        print(json.dumps({"speedup_median": round(rows[0]["sec_per_iter_median"] / rows[1]["sec_per_iter_median"], 2),
+                          "speedup_per_round": ratios}), flush=True)
     if args.record:
         result_rows = [{"dataset": r["dataset"], "method": "dm", "ipc": r["ipc"], "model": "convnet3",
                         "metric": "sec_per_iter", "mean": r["sec_per_iter_median"], "std": 0.0, "n": r["iterations"],
@@ -130,11 +149,14 @@ def main() -> None:
                   "mean": REFERENCE_H100_SECONDS, "std": 0.0,
                   "source": "reference main_DM.py step on an H100, measured by the issue author"}]
         md = markdown_table([{"impl": r["impl"], "s/iter (median)": r["sec_per_iter_median"],
+                              "round medians": ", ".join(map(str, r["round_medians"])),
+                              "speed-up per round": ", ".join(map(str, r.get("speedup_per_round", []))),
                               "settings": json.dumps({k: r[k] for k in r if k in ("precision", "real_precision",
                                                                                    "compile", "threads")})}
-                             for r in rows], ["impl", "s/iter (median)", "settings"])
+                             for r in rows], ["impl", "s/iter (median)", "round medians", "speed-up per round",
+                                              "settings"])
         write_results("dm_speed", " ".join(["python", "benchmarks/dm_speed.py", *sys.argv[1:]]), result_rows, paper,
-                      sum(r["sec_per_iter_median"] * (args.iterations + args.warmup) for r in rows), md)
+                      time.perf_counter() - started, md)
 
 
 if __name__ == "__main__":
