@@ -34,7 +34,7 @@ lint: setup
 	$(VENV)/bin/ruff check src benchmarks tests
 
 bench-speed: setup
-	$(PY) benchmarks/dm_speed.py --dataset fashion-mnist --ipc 10 --batch-real 256 --iterations 10
+	$(PY) benchmarks/dm_speed.py --dataset fashion-mnist --ipc 10 --batch-real 256 --iterations 10 --rounds 4 --compile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
