@@ -238,3 +238,26 @@ def test_head_tail_averages_the_first_and_last_third_of_the_classes():
     per_class = [90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0, 0.0]  # 10 classes: thirds of 4
     assert distill_table.head_tail(per_class) == (75.0, 15.0)
     assert distill_table.head_tail([1.0, 2.0, 3.0]) == (1.0, 3.0)
+
+
+def test_progress_reports_groups_trainings_and_claims(tables, monkeypatch):
+    progress = pytest.importorskip("progress")
+    monkeypatch.setattr(progress, "WORK", tables / "work")
+    monkeypatch.setattr(progress, "ARTIFACTS", tables / "artifacts")
+    monkeypatch.setattr(progress, "CELLS", tables / "cells")
+    for name in ("digits-dm-ipc2-it100-s0", "digits-hdd-ipc2-it100-s0"):  # a lockstep group at iteration 40
+        log = [{"iteration": i, "seconds": 2.0 * i, "loss": 1.0} for i in range(10, 41, 10)]
+        (tables / "work" / "t" / name).mkdir(parents=True)
+        (tables / "work" / "t" / name / "log.jsonl").write_text("\n".join(map(json.dumps, log)))
+    from distillset.artifacts import atomic_save_tensors
+
+    model_key = "digits-dm-ipc2-it100-s0-convnet3-e10-m0"
+    atomic_save_tensors(tables / "work" / "t" / "eval" / model_key / "model0.safetensors", {"x": torch.zeros(1)},
+                        metadata={"epoch": "7", "seconds": "120.0"})
+    with table.claimed("t", f"{model_key}.eval") as mine:
+        assert mine
+        lines = progress.report("t")
+    assert lines[1] == ("  distilling digits-dm-ipc2-it100-s0, digits-hdd-ipc2-it100-s0: iteration 40/100, 4.0 s/it, "
+                        "~0.1 h left (stopped)")
+    assert lines[2] == f"  training {model_key}: epoch 7, 2 min so far (running)"
+    assert progress.report("t")[2].endswith("(stopped)")  # the claim ended with the block
