@@ -21,6 +21,7 @@ from common import CELLS  # noqa: E402
 from table import ARTIFACTS, WORK  # noqa: E402
 
 RECENT = 20  # log records (of 10 iterations each) behind the rate shown
+GROUP_SPREAD = 10  # runs this close in iteration (one log interval) are taken as one lockstep group
 
 
 def held(table: str, what: str) -> bool:
@@ -64,13 +65,20 @@ def training(model_dir: Path) -> str:
 def report(table: str) -> list[str]:
     lines = [f"{table}:"]
     work = WORK / table
-    groups: dict[tuple[int, int, bool], list[tuple[str, float]]] = {}  # runs at one iteration: one group
+    states = []
     for run in sorted(p for p in work.iterdir() if p.is_dir() and p.name not in ("claims", "eval")):
         state = None if (ARTIFACTS / table / run.name).is_dir() else distillation(run)  # saved: finished
         if state is not None:
-            iteration, target, rate = state
-            groups.setdefault((iteration, target, held(table, f"{run.name}.set")), []).append((run.name, rate))
-    for (iteration, target, running), runs in groups.items():
+            states.append((state[1], held(table, f"{run.name}.set"), state[0], run.name, state[2]))
+    # runs of one lockstep group: same target and status, iterations within one log interval (their logs are
+    # written one after another, so a look in between sees them 10 apart)
+    groups: list[tuple[int, int, bool, list[tuple[str, float]]]] = []
+    for target, running, iteration, name, rate in sorted(states):
+        last = groups[-1] if groups else None
+        if last is None or (last[1], last[2]) != (target, running) or iteration - last[0] > GROUP_SPREAD:
+            groups.append((iteration, target, running, []))
+        groups[-1][3].append((name, rate))
+    for iteration, target, running, runs in groups:
         rate = sum(r for _, r in runs)
         lines.append(f"  distilling {', '.join(name for name, _ in runs)}: iteration {iteration}/{target}, "
                      f"{rate:.1f} s/it, ~{max(target - iteration, 0) * rate / 3600:.1f} h left "

@@ -245,8 +245,10 @@ def test_progress_reports_groups_trainings_and_claims(tables, monkeypatch):
     monkeypatch.setattr(progress, "WORK", tables / "work")
     monkeypatch.setattr(progress, "ARTIFACTS", tables / "artifacts")
     monkeypatch.setattr(progress, "CELLS", tables / "cells")
-    for name in ("digits-dm-ipc2-it100-s0", "digits-hdd-ipc2-it100-s0"):  # a lockstep group at iteration 40
-        log = [{"iteration": i, "seconds": 2.0 * i, "loss": 1.0} for i in range(10, 41, 10)]
+    # a lockstep group seen between two runs' log lines (one at iteration 40, one at 30) and a run of its own
+    runs = {"digits-dm-ipc2-it100-s0": 40, "digits-hdd-ipc2-it100-s0": 30, "digits-x-ipc2-it100-s0": 90}
+    for name, last in runs.items():
+        log = [{"iteration": i, "seconds": 2.0 * i, "loss": 1.0} for i in range(10, last + 1, 10)]
         (tables / "work" / "t" / name).mkdir(parents=True)
         (tables / "work" / "t" / name / "log.jsonl").write_text("\n".join(map(json.dumps, log)))
     from distillset.artifacts import atomic_save_tensors
@@ -257,7 +259,8 @@ def test_progress_reports_groups_trainings_and_claims(tables, monkeypatch):
     with table.claimed("t", f"{model_key}.eval") as mine:
         assert mine
         lines = progress.report("t")
-    assert lines[1] == ("  distilling digits-dm-ipc2-it100-s0, digits-hdd-ipc2-it100-s0: iteration 40/100, 4.0 s/it, "
+    assert lines[1] == ("  distilling digits-hdd-ipc2-it100-s0, digits-dm-ipc2-it100-s0: iteration 30/100, 4.0 s/it, "
                         "~0.1 h left (stopped)")
-    assert lines[2] == f"  training {model_key}: epoch 7, 2 min so far (running)"
-    assert progress.report("t")[2].endswith("(stopped)")  # the claim ended with the block
+    assert lines[2] == "  distilling digits-x-ipc2-it100-s0: iteration 90/100, 2.0 s/it, ~0.0 h left (stopped)"
+    assert lines[3] == f"  training {model_key}: epoch 7, 2 min so far (running)"
+    assert progress.report("t")[3].endswith("(stopped)")  # the claim ended with the block
