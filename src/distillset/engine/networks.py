@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
+from distillset.nets.base import load_training_state, training_state
 from distillset.runtime import precision_autocast
 
 QUEUE_STREAM_OFFSET = 2**33  # IDM's queue draws from a generator seeded with seed + this
@@ -192,12 +193,7 @@ class TrainedNetworkQueue:
         state: dict[str, torch.Tensor] = {"queue.created": torch.tensor(self.created),
                                           "queue.generator": self.generator.get_state()}
         for i, member in enumerate(self.queue):
-            for key, value in member.net.state_dict().items():
-                state[f"queue.{i}.net.{key}"] = value
-            for p_index, parameter in enumerate(member.net.parameters()):
-                buffer = member.optimizer.state.get(parameter, {}).get("momentum_buffer")
-                if buffer is not None:
-                    state[f"queue.{i}.momentum.{p_index}"] = buffer
+            state.update(training_state(member.net, member.optimizer, prefix=f"queue.{i}."))
             state[f"queue.{i}.counts"] = torch.tensor([member.correct, member.seen])
         return state
 
@@ -209,12 +205,7 @@ class TrainedNetworkQueue:
         for i in range(size):
             self._push()
             member = self.queue[-1]
-            prefix = f"queue.{i}.net."
-            member.net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-            for p_index, parameter in enumerate(member.net.parameters()):
-                key = f"queue.{i}.momentum.{p_index}"
-                if key in state:
-                    member.optimizer.state[parameter]["momentum_buffer"] = state[key].clone()
+            load_training_state(state, member.net, member.optimizer, prefix=f"queue.{i}.")
             member.correct, member.seen = (int(v) for v in state[f"queue.{i}.counts"])
         self.generator.set_state(state["queue.generator"])
 

@@ -27,6 +27,7 @@ from distillset.artifacts import ArtifactError, CheckpointMismatchError, atomic_
 from distillset.augment import DSA
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
+from distillset.nets.base import load_training_state, training_state
 from distillset.runtime import precision_autocast
 
 Precision = Literal["fp32", "bf16"]
@@ -230,7 +231,8 @@ def train_classifier(
 
     optimizer = make_optimizer()
     if saved is not None:
-        _load_training_state(saved[1], net, optimizer, generator)
+        load_training_state(saved[1], net, optimizer)
+        generator.set_state(saved[1]["generator"])
     net.train()
     n = images.shape[0]
     epochs = range(first_epoch, config.epochs + 1)
@@ -260,28 +262,9 @@ def train_classifier(
             loss.backward()
             optimizer.step()
         if checkpoint is not None and checkpoint.due():
-            checkpoint.save(_training_state(net, optimizer, generator), epoch=epoch + 1,
+            checkpoint.save({**training_state(net, optimizer), "generator": generator.get_state()}, epoch=epoch + 1,
                             seconds=checkpoint.earlier_seconds + time.perf_counter() - started)
     return net
-
-
-def _training_state(net: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Tensor]:
-    state = {f"net.{key}": value for key, value in net.state_dict().items()}
-    state["generator"] = generator.get_state()
-    for index, parameter in enumerate(net.parameters()):
-        buffer = optimizer.state.get(parameter, {}).get("momentum_buffer")
-        if buffer is not None:
-            state[f"momentum.{index}"] = buffer
-    return state
-
-
-def _load_training_state(state: dict[str, Tensor], net: nn.Module, optimizer: torch.optim.Optimizer,
-                         generator: torch.Generator) -> None:
-    net.load_state_dict({key[len("net."):]: value for key, value in state.items() if key.startswith("net.")})
-    generator.set_state(state["generator"])
-    for index, parameter in enumerate(net.parameters()):
-        if f"momentum.{index}" in state:
-            optimizer.state[parameter]["momentum_buffer"] = state[f"momentum.{index}"].to(parameter.device).clone()
 
 
 @torch.inference_mode()

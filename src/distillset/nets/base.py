@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
+
+
+def training_state(net: nn.Module, optimizer: torch.optim.Optimizer, prefix: str = "") -> dict[str, Tensor]:
+    """A network in training as flat tensors (e.g. for a safetensors checkpoint): ``{prefix}net.<key>`` for
+    its state dict and ``{prefix}momentum.<i>`` for the SGD momentum of its i-th parameter, where it has one."""
+    state = {f"{prefix}net.{key}": value for key, value in net.state_dict().items()}
+    for index, parameter in enumerate(net.parameters()):
+        buffer = optimizer.state.get(parameter, {}).get("momentum_buffer")
+        if buffer is not None:
+            state[f"{prefix}momentum.{index}"] = buffer
+    return state
+
+
+def load_training_state(state: Mapping[str, Tensor], net: nn.Module, optimizer: torch.optim.Optimizer,
+                        prefix: str = "") -> None:
+    """Restore what :func:`training_state` saved (other keys in ``state`` are ignored)."""
+    net_prefix = f"{prefix}net."
+    net.load_state_dict({key[len(net_prefix):]: value for key, value in state.items() if key.startswith(net_prefix)})
+    for index, parameter in enumerate(net.parameters()):
+        buffer = state.get(f"{prefix}momentum.{index}")
+        if buffer is not None:
+            optimizer.state[parameter]["momentum_buffer"] = buffer.to(parameter.device).clone()
 
 
 class StagedNetwork(nn.Module):
