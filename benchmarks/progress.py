@@ -7,8 +7,8 @@ right now), and the finished cells. Reads files only, so it is safe while the la
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -24,18 +24,24 @@ RECENT = 20  # log records (of 10 iterations each) behind the rate shown
 GROUP_SPREAD = 10  # runs this close in iteration (one log interval) are taken as one lockstep group
 
 
-def held(table: str, what: str) -> bool:
-    """Whether a worker holds the claim on ``what`` now (its lock file cannot be locked)."""
-    path = WORK / table / "claims" / what
-    if not path.is_file():
+def flocked_files() -> set[str]:
+    """``major:minor:inode`` of every file someone holds a ``flock`` on, from /proc/locks (Linux). Read, not
+    probed: taking a claim's lock even for an instant could make a worker skip the set or model it was about
+    to claim."""
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError as exc:
+        raise SystemExit(f"progress.py reads the held claims from /proc/locks (Linux): {exc}") from exc
+    return {fields[5] for fields in map(str.split, lines) if len(fields) > 5 and fields[1] == "FLOCK"}
+
+
+def held(table: str, what: str, flocked: set[str]) -> bool:
+    """Whether a worker holds the claim on ``what`` now (``flocked``: :func:`flocked_files`)."""
+    try:
+        status = (WORK / table / "claims" / what).stat()
+    except FileNotFoundError:
         return False
-    with open(path) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+    return f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}" in flocked
 
 
 def distillation(run: Path) -> tuple[int, int, float] | None:
@@ -64,12 +70,13 @@ def training(model_dir: Path) -> str:
 
 def report(table: str) -> list[str]:
     lines = [f"{table}:"]
+    flocked = flocked_files()
     work = WORK / table
     states = []
     for run in sorted(p for p in work.iterdir() if p.is_dir() and p.name not in ("claims", "eval")):
         state = None if (ARTIFACTS / table / run.name).is_dir() else distillation(run)  # saved: finished
         if state is not None:
-            states.append((state[1], held(table, f"{run.name}.set"), state[0], run.name, state[2]))
+            states.append((state[1], held(table, f"{run.name}.set", flocked), state[0], run.name, state[2]))
     # runs of one lockstep group: same target and status, iterations within one log interval (their logs are
     # written one after another, so a look in between sees them 10 apart)
     groups: list[tuple[int, int, bool, list[tuple[str, float]]]] = []
@@ -84,7 +91,7 @@ def report(table: str) -> list[str]:
                      f"{rate:.1f} s/it, ~{max(target - iteration, 0) * rate / 3600:.1f} h left "
                      f"({'running' if running else 'stopped'})")
     for model_dir in sorted((work / "eval").glob("*")):
-        running = "running" if held(table, f"{model_dir.name}.eval") else "stopped"
+        running = "running" if held(table, f"{model_dir.name}.eval", flocked) else "stopped"
         lines.append(f"  training {model_dir.name}: {training(model_dir)} ({running})")
     cells = sorted(p.stem for p in (CELLS / table).glob("*.json"))
     models = len(list((CELLS / table / "models").glob("*.json")))
