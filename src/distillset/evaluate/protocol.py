@@ -261,7 +261,7 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if checkpoint is not None and checkpoint.due():
+        if checkpoint is not None and epoch < config.epochs and checkpoint.due():  # not once training is over
             checkpoint.save({**training_state(net, optimizer), "generator": generator.get_state()}, epoch=epoch + 1,
                             seconds=checkpoint.earlier_seconds + time.perf_counter() - started)
     return net
