@@ -6,14 +6,17 @@
 # Both lanes run the same table commands, in different orders, and then go round again: the tables claim
 # each set and model they work on (benchmarks/table.py), so a lane skips what the other is building or
 # training and helps with whatever is left (e.g. both evaluate the IDM sets once the group is distilled).
-# Every command resumes from checkpoints in benchmarks/work/ and skips finished cells.
+# Every command resumes from checkpoints in benchmarks/work/ and skips finished cells. On a fresh checkout the
+# lanes first restore the work carried over from the last session (benchmarks/carry.py; run `carry.py save`
+# and commit benchmarks/carry/ before a session ends).
 # To change the plan while lanes run, write a new copy and mv it over this file (a running bash keeps
 # reading the old file; editing in place would shift its read offset).
 # Stop: kill the lane scripts first (pkill -f cpu_lanes.sh), then SIGTERM the python jobs (they checkpoint).
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
-mkdir -p benchmarks/logs
+mkdir -p benchmarks/logs benchmarks/work
+flock benchmarks/work/.carry.lock .venv/bin/python benchmarks/carry.py restore  # one lane restores, the other waits
 run() {  # run <log name> <distill_table args...>
     local log=benchmarks/logs/$1.log
     shift
@@ -22,29 +25,28 @@ run() {  # run <log name> <distill_table args...>
 }
 lt="--name csdm_longtail --ipc 10 --dataset fashion-mnist-lt"
 # issue 4: DM/HDD IPC 50, the keep-80% pruning rows (the "pruning ratio 20%" reading, docs/hdd.md), the
-# four IDM cells (one lockstep group sharing the network queue)
-dm50() { run dm50 --name dm_fashion_mnist --methods random dm hdd --ipc 50 "$@"; }
+# four IDM cells (one lockstep group sharing the network queue). IDM is in no lane's order: its ~16 h of
+# serial distillation on one thread spans sessions, and its checkpoints (the network queue) are too large to
+# carry through git (benchmarks/carry.py), so each fresh checkout would start it over. It runs on a lent GPU
+# (benchmarks/device_queue.sh, first in its queue) or as lane `idm` on a machine whose benchmarks/work/ persists.
+dm50() { run dm50 --name dm_fashion_mnist --methods random dm hdd --ipc 50; }
 prune80() { run prune --name prune_fashion_mnist --methods dm --ipc 10 --prune hyperbolic random --keep 0.8; }
-idm() { run idm --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50 "$@"; }
-# distillation only (--build-only): lane A gets the IDM group's ~14 h of serial distillation going at once
-# and lane B evaluates the DM IPC 50 sets meanwhile
-dm50sets() { dm50 --build-only; }
-idmsets() { idm --build-only; }
+idm() { run idm --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50; }
 # issue 5: the remaining imbalance ratios and balanced Fashion-MNIST (DM rows reused)
 longtail() { run csdm $lt --imbalance 0.1 0.01 --methods random dm csdm; }
 balanced() { run csdm --name csdm_longtail --ipc 10 --dataset fashion-mnist --methods dm csdm --reuse dm_fashion_mnist; }
-# issue 6: CFM and its fixed-filter ablations (DM rows reused; IPC 50 waits for the DM IPC 50 cell, so the
-# CFM table never distils its own copy of it)
-cfm10() { run cfm --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 10 --reuse dm_fashion_mnist; }
+# issue 6: CFM and its fixed-filter ablations at IPC 50 (IPC 10 is complete; DM rows reused: it waits for the
+# DM IPC 50 cell, so the CFM table never distils its own copy of it)
 cfm50() {
     [ -f benchmarks/cells/dm_fashion_mnist/fashion-mnist-dm-ipc50-it2000-s0.json ] || return 0
     run cfm --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 50 --reuse dm_fashion_mnist
 }
 case "${1:-}" in
-A) order="dm50sets idmsets dm50 idm prune80 cfm10 longtail balanced cfm50" ;;  # IDM's distillation is the long pole
-B) order="cfm10 dm50 longtail balanced cfm50 prune80 idm" ;;
+A) order="longtail balanced dm50 prune80 cfm50" ;;
+B) order="dm50 prune80 longtail balanced cfm50" ;;
+idm) order="idm" ;;
 *)
-    echo "usage: $0 A|B" >&2
+    echo "usage: $0 A|B|idm" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,7 @@
 """The resumable table runner behind benchmarks/coreset.py and distill_table.py."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -264,3 +265,59 @@ def test_progress_reports_groups_trainings_and_claims(tables, monkeypatch):
     assert lines[2] == "  distilling digits-x-ipc2-it100-s0: iteration 90/100, 2.0 s/it, ~0.0 h left (stopped)"
     assert lines[3] == f"  training {model_key}: epoch 7, 2 min so far (running)"
     assert progress.report("t")[3].endswith("(stopped)")  # the claim ended with the block
+
+
+def test_carry_takes_unfinished_work_through_git_and_back(tables, monkeypatch):
+    carry = pytest.importorskip("carry")
+    for name, value in {"WORK": tables / "work", "ARTIFACTS": tables / "artifacts", "CELLS": tables / "cells",
+                        "CARRY": tables / "carry", "ROOT": tables}.items():
+        monkeypatch.setattr(carry, name, value)
+    from distillset.artifacts import atomic_save_tensors
+
+    work = tables / "work" / "t"
+    files = {  # relative path -> tensors; the first three are unfinished work
+        "digits-dm-ipc2-it100-s0/checkpoint.safetensors": {"synthetic": torch.rand(2, 3)},
+        "eval/digits-dm-ipc2-it100-s0-convnet3-e10-m0/model0.safetensors": {"x": torch.rand(4)},
+        "digits-hdd-ipc2-it100-s0/checkpoint.safetensors": {"synthetic": torch.rand(2, 3)},
+        "digits-idm-ipc2-it100-s0/checkpoint.safetensors": {"synthetic": torch.rand(2), "queue.created": torch.ones(1)},
+        "digits-big-ipc2-it100-s0/checkpoint.safetensors": {"synthetic": torch.rand(300_000)},  # 1.1 MB
+        "eval/digits-dm-ipc1-it100-s0-convnet3-e10-m0/model0.safetensors": {"x": torch.rand(4)},
+    }
+    for path, tensors in files.items():
+        atomic_save_tensors(work / path, tensors)
+    (work / "digits-dm-ipc2-it100-s0" / "log.jsonl").write_text('{"iteration": 10}\n')
+    (work / "claims").mkdir()
+    (work / "claims" / "digits-dm-ipc2-it100-s0.set").touch()
+    (tables / "artifacts" / "t" / "digits-hdd-ipc2-it100-s0").mkdir(parents=True)  # this set is finished
+    (tables / "artifacts" / "t" / "digits-hdd-ipc2-it100-s0" / "manifest.json").write_text("{}")
+    (tables / "cells" / "t" / "models").mkdir(parents=True)  # and this model recorded
+    (tables / "cells" / "t" / "models" / "digits-dm-ipc1-it100-s0-convnet3-e10-m0.json").write_text("{}")
+
+    carried = carry.save(max_mb=1.0)
+    expected = ["digits-dm-ipc2-it100-s0/checkpoint.safetensors", "digits-dm-ipc2-it100-s0/log.jsonl",
+                "eval/digits-dm-ipc2-it100-s0-convnet3-e10-m0/model0.safetensors"]
+    assert sorted(str(p) for p in carried) == sorted(f"t/{p}" for p in expected)
+    assert sorted(str(p.relative_to(tables / "carry")) for p in (tables / "carry").rglob("*") if p.is_file()) == \
+        sorted(f"t/{p}" for p in expected)
+
+    # a fresh checkout: no work folder; restore brings back exactly the carried bytes
+    originals = {p: (work / p).read_bytes() for p in expected}
+    shutil.rmtree(tables / "work")
+    assert sorted(str(p) for p in carry.restore()) == sorted(f"t/{p}" for p in expected)
+    assert {p: (work / p).read_bytes() for p in expected} == originals
+    # a run continued here is newer than its carried copy: a second restore leaves it alone
+    (work / "digits-dm-ipc2-it100-s0" / "log.jsonl").write_text("continued\n")
+    assert carry.restore() == []
+    assert (work / "digits-dm-ipc2-it100-s0" / "log.jsonl").read_text() == "continued\n"
+
+    # carried work this machine never restored is kept by the next save; finished work is dropped
+    shutil.rmtree(work / "eval")
+    (tables / "cells" / "t" / "models" / "digits-dm-ipc2-it100-s0-convnet3-e10-m0.json").write_text("{}")
+    atomic_save_tensors(work / "eval" / "digits-x-ipc2-it100-s0-convnet3-e10-m1" / "model1.safetensors",
+                        {"x": torch.rand(2)})
+    shutil.rmtree(tables / "carry" / "t" / "digits-dm-ipc2-it100-s0")
+    (tables / "carry" / "t" / "digits-y-ipc2-it100-s0").mkdir()
+    (tables / "carry" / "t" / "digits-y-ipc2-it100-s0" / "checkpoint.safetensors").write_bytes(b"carried")
+    shutil.rmtree(work / "digits-dm-ipc2-it100-s0")
+    assert sorted(str(p) for p in carry.save(max_mb=1.0)) == [
+        "t/digits-y-ipc2-it100-s0/checkpoint.safetensors", "t/eval/digits-x-ipc2-it100-s0-convnet3-e10-m1/model1.safetensors"]
