@@ -320,4 +320,5 @@ def test_carry_takes_unfinished_work_through_git_and_back(tables, monkeypatch):
     (tables / "carry" / "t" / "digits-y-ipc2-it100-s0" / "checkpoint.safetensors").write_bytes(b"carried")
     shutil.rmtree(work / "digits-dm-ipc2-it100-s0")
     assert sorted(str(p) for p in carry.save(max_mb=1.0)) == [
-        "t/digits-y-ipc2-it100-s0/checkpoint.safetensors", "t/eval/digits-x-ipc2-it100-s0-convnet3-e10-m1/model1.safetensors"]
+        "t/digits-y-ipc2-it100-s0/checkpoint.safetensors",
+        "t/eval/digits-x-ipc2-it100-s0-convnet3-e10-m1/model1.safetensors"]
