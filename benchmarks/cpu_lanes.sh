@@ -28,10 +28,17 @@ lt="--name csdm_longtail --ipc 10 --dataset fashion-mnist-lt"
 # four IDM cells (one lockstep group sharing the network queue). IDM is in no lane's order: its ~16 h of
 # serial distillation on one thread spans sessions, and its checkpoints (the network queue) are too large to
 # carry through git (benchmarks/carry.py), so each fresh checkout would start it over. It runs on a lent GPU
-# (benchmarks/device_queue.sh, first in its queue) or as lane `idm` on a machine whose benchmarks/work/ persists.
+# (benchmarks/device_queue.sh distils the four sets first) or as lane `idm` on a machine whose benchmarks/work/
+# persists; the lanes evaluate the sets once they are saved (idmeval).
 dm50() { run dm50 --name dm_fashion_mnist --methods random dm hdd --ipc 50; }
 prune80() { run prune --name prune_fashion_mnist --methods dm --ipc 10 --prune hyperbolic random --keep 0.8; }
 idm() { run idm --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50; }
+idmeval() {  # the IDM sets' 20 evaluations (carried like any training), once a GPU has distilled the sets
+    for key in idm-ipc10 idm-ipc50 idm+hdd-ipc10 idm+hdd-ipc50; do
+        [ -f "benchmarks/artifacts/dm_fashion_mnist/fashion-mnist-$key-it2000-s0/manifest.json" ] || return 0
+    done
+    idm
+}
 # issue 5: the remaining imbalance ratios and balanced Fashion-MNIST (DM rows reused)
 longtail() { run csdm $lt --imbalance 0.1 0.01 --methods random dm csdm; }
 balanced() { run csdm --name csdm_longtail --ipc 10 --dataset fashion-mnist --methods dm csdm --reuse dm_fashion_mnist; }
@@ -42,8 +49,8 @@ cfm50() {
     run cfm --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 50 --reuse dm_fashion_mnist
 }
 case "${1:-}" in
-A) order="longtail balanced dm50 prune80 cfm50" ;;
-B) order="dm50 prune80 longtail balanced cfm50" ;;
+A) order="longtail balanced dm50 prune80 cfm50 idmeval" ;;
+B) order="dm50 prune80 longtail balanced cfm50 idmeval" ;;
 idm) order="idm" ;;
 *)
     echo "usage: $0 A|B|idm" >&2

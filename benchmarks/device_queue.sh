@@ -28,8 +28,10 @@ python3 -c "import torch, distillset; print('torch', torch.__version__, torch.cu
     || { echo "no CUDA device (or distillset does not import) here: nothing to run"; exit 1; }
 
 GPU="--device cuda --precision bf16 --eval-compile"
-queue() {  # dearest on the CPU first (the IDM group: ~15 h of distillation and ~15 h of evaluation on one
-    # CPU thread); each line is one resumable table command
+queue() {  # dearest on the CPU first: the IDM group's distillation (~16 h on one CPU thread, and its queue
+    # checkpoints cannot be carried between CPU sessions), then its evaluations (which the CPU lanes also take
+    # on once the sets are here); each line is one resumable table command
+    python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50 --build-only $GPU
     python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50 $GPU
     python3 benchmarks/distill_table.py --name dm_fashion_mnist --methods random dm hdd --ipc 50 $GPU
     python3 benchmarks/distill_table.py --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 10 50 \
