@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fill benchmark cells on a lent GPU machine (the `device` tool of this workplace), then pack every cell,
-# set into $OUT/cells.tgz and the DM-style checkpoints into $OUT/work.tgz, for unpacking over the checkout here.
+# Fill benchmark cells on a lent GPU machine (the `device` tool of this workplace), then pack the cells and
+# sets it wrote into $OUT/cells.tgz and the DM-style checkpoints into $OUT/work.tgz, for unpacking over the checkout here.
 #
 # Prepare here once per session (both folders are git-ignored):
 #   mkdir -p .device-data && cp /usr/share/datasets/fashion-mnist/* .device-data/
@@ -46,10 +46,12 @@ queue() {  # dearest on the CPU first: the IDM group's distillation (~16 h on on
 export -f queue
 export GPU
 start=$(date +%s)
+touch /tmp/device_queue.start  # only what the queue writes goes back (the device returns files of <= 16 MiB)
 timeout -s TERM --kill-after=30 "$budget" bash -c queue
 echo "queue stopped after $(( $(date +%s) - start )) s (budget $budget s)"
 out=${OUT:-/tmp}
-tar czf "$out/cells.tgz" benchmarks/cells benchmarks/artifacts
+find benchmarks/cells benchmarks/artifacts -type f -newer /tmp/device_queue.start > /tmp/device_queue.files
+tar czf "$out/cells.tgz" -T /tmp/device_queue.files
 # distillation checkpoints, to resume a cell cut by the deadline; IDM's (a queue of up to 100 networks with
 # their optimisers, hundreds of MB) exceed what the device tool brings back (16 MiB a file), so they stay.
 [ -d benchmarks/work ] && tar czf "$out/work.tgz" --exclude='*idm*' benchmarks/work
