@@ -273,7 +273,8 @@ def test_lowpass_and_highpass_defaults_and_config() -> None:
     assert isinstance(cfm, CurriculumFrequencyMatching)
     assert cfm.config() == {
         "schedule": "step", "beta_start": 2.0, "beta_end": 0.02, "interpolation": "linear", "num_stages": 3,
-        "signal_weight": 1.0, "filter_weight": 0.5, "scale": 1000.0,
+        "schedule_over": "iterations", "slot_groups": None, "signal_weight": 1.0, "filter_weight": 0.5,
+        "scale": 1000.0,
     }
 
 
@@ -319,6 +320,35 @@ def test_cfm_logs_the_scheduled_beta_at_start_middle_and_end() -> None:
     assert logged == pytest.approx([1.0, 0.5005, 0.001])
 
 
+def test_cfm_over_slots_matches_each_slot_group_at_its_own_beta_for_the_whole_run() -> None:
+    """The official code's schedule (docs/unidd_cfm.md Sec. 6): group g of the image slots is matched at the
+    beta of progress g / G whatever the iteration; the loss is the mean of the groups' fixed-beta losses."""
+    real = [_features(40, 6, seed=c) for c in range(3)]
+    synthetic = [_features(4, 6, seed=10 + c, shift=0.3).requires_grad_() for c in range(3)]
+    objective = CurriculumFrequencyMatching(beta_start=1.0, beta_end=0.01, schedule_over="slots", slot_groups=2)
+    betas = [BetaSchedule(start=1.0, end=0.01).value(g / 2) for g in range(2)]
+    assert betas == pytest.approx([1.0, 0.505])
+    for iteration in (0, 99):
+        context = _context(iteration=iteration, total=100)
+        loss = objective.loss(real, synthetic, [0, 1, 2], context)
+        groups = [LowPassMatching(beta=beta).loss(real, [s[2 * g : 2 * g + 2] for s in synthetic], [0, 1, 2],
+                                                  _context(iteration=iteration, total=100))
+                  for g, beta in enumerate(betas)]
+        assert loss.item() == pytest.approx((sum(groups) / 2).item(), rel=1e-12)
+        assert context.log["ridge_beta_relative"] == 1.0
+        assert context.log["ridge_beta_relative_last_group"] == pytest.approx(0.505)
+    loss.backward()
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in synthetic)
+    # one group per slot by default (4 slots here); with one group it is the low-pass objective itself
+    per_slot = CurriculumFrequencyMatching(schedule_over="slots")
+    context = _context()
+    per_slot.loss(real, synthetic, [0, 1, 2], context)
+    assert context.log["ridge_beta_relative_last_group"] == pytest.approx(per_slot.schedule.value(3 / 4))
+    single = CurriculumFrequencyMatching(beta_start=1.0, schedule_over="slots", slot_groups=1)
+    assert single.loss(real, synthetic, [0, 1, 2], _context()).item() == pytest.approx(
+        LowPassMatching(beta=1.0).loss(real, synthetic, [0, 1, 2], _context()).item(), rel=1e-12)
+
+
 # ---------------------------------------------------------------- invalid parameters
 
 
@@ -335,6 +365,8 @@ def test_cfm_logs_the_scheduled_beta_at_start_middle_and_end() -> None:
         (lambda: LowPassMatching(beta=-1.0), "beta .* must be a finite number > 0"),
         (lambda: HighPassMatching(scale=-2.0), "scale must be a finite number >= 0"),
         (lambda: CurriculumFrequencyMatching(signal_weight=0.0, filter_weight=0.0), "both 0"),
+        (lambda: CurriculumFrequencyMatching(schedule_over="epochs"), "unknown schedule_over 'epochs'"),
+        (lambda: CurriculumFrequencyMatching(schedule_over="slots", slot_groups=0), "slot_groups must be"),
     ],
 )
 def test_invalid_parameters_raise_clear_errors(build, message: str) -> None:

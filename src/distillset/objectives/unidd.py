@@ -311,6 +311,17 @@ class RidgeFilterMatching(MatchingObjective):
         classes: Sequence[int],
         context: MatchingContext,
     ) -> Tensor:
+        return self.loss_at(real, synthetic, classes, context, self.relative_beta(context))
+
+    def loss_at(
+        self,
+        real: Sequence[Tensor],
+        synthetic: Sequence[Tensor],
+        classes: Sequence[int],
+        context: MatchingContext,
+        relative_beta: float,
+    ) -> Tensor:
+        """The loss with the ridge filter at ``relative_beta`` (beta / tr(FFC_r))."""
         self.check_batches(real, synthetic, classes)
         # The real side depends on the real features and beta only: computed once per lockstep group
         # (cfm, lowpass and highpass runs together share the d x d FFC and, at equal beta, its filters).
@@ -323,7 +334,6 @@ class RidgeFilterMatching(MatchingObjective):
                 f"real and synthetic features differ in dimension: {real_statistics.ffc.shape[0]} vs "
                 f"{synthetic_features.shape[1]}; embed both with the same network"
             )
-        relative_beta = self.relative_beta(context)
         ffc = real_statistics.ffc
         beta = relative_beta * float(ffc.trace())
         ridge = RidgeFilter(beta)
