@@ -48,9 +48,12 @@ cfm50() {
     [ -f benchmarks/cells/dm_fashion_mnist/fashion-mnist-dm-ipc50-it2000-s0.json ] || return 0
     run cfm --name cfm_fashion_mnist --methods dm cfm lowpass highpass --ipc 50 --reuse dm_fashion_mnist
 }
+# issue 6 ablation: CFM with the official code's schedule over image slots (docs/unidd_cfm.md Sec. 7); its
+# per-group gradients are ~5x CFM's early ones at lr_img 1, so the loss scale is 1000 / 5 (= lr_img 0.2)
+cfmslots() { run cfm --name cfm_fashion_mnist --methods cfm --ipc 10 --param schedule_over=slots --param scale=200; }
 case "${1:-}" in
-A) order="longtail balanced dm50 prune80 cfm50 idmeval" ;;
-B) order="dm50 prune80 longtail balanced cfm50 idmeval" ;;
+A) order="longtail balanced dm50 prune80 cfm50 cfmslots idmeval" ;;
+B) order="dm50 prune80 longtail balanced cfm50 cfmslots idmeval" ;;
 idm) order="idm" ;;
 *)
     echo "usage: $0 A|B|idm" >&2

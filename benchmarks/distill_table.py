@@ -64,6 +64,11 @@ def network_source(cell: Cell) -> str | None:
     return None if cell.method == "random" else _config(cell).network_source
 
 
+def objective_params(row: dict) -> str:
+    """A row's objective parameters (``--param``), e.g. ``schedule_over=slots, scale=200``; "" for none."""
+    return ", ".join(f"{k[6:]}={v}" for k, v in sorted(row["extra"].items()) if k.startswith("param_"))
+
+
 def head_tail(per_class: Sequence[float]) -> tuple[float, float]:
     """Mean accuracy of the head and tail classes: the first and last third (rounded up) of the class order,
     which is the long-tailed builder's order from most to fewest training images."""
@@ -169,7 +174,8 @@ def main() -> None:
     paper = json.loads(PAPER_FILE.read_text()).get(args.name, []) if PAPER_FILE.is_file() else []
 
     def write(rows: list[dict]) -> None:
-        rows = sorted(rows, key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"]))
+        rows = sorted(rows, key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"],
+                                           objective_params(r)))
         table = [{"method": r["method"], "ipc": r["ipc"], "imbalance": r["extra"].get("imbalance", ""),
                   "real pool": f"{r['extra']['prune']} {r['extra']['keep']:.0%}" if "prune" in r["extra"] else "full",
                   "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
@@ -179,6 +185,10 @@ def main() -> None:
             for entry, row in zip(table, rows, strict=True):
                 entry["head / tail classes"] = "{:.1f} / {:.1f}".format(*head_tail(row["extra"]["per_class"]))
             columns.insert(6, "head / tail classes")
+        if any(objective_params(row) for row in rows):  # e.g. a CFM schedule variant beside the default
+            for entry, row in zip(table, rows, strict=True):
+                entry["params"] = objective_params(row) or "default"
+            columns.insert(1, "params")
         md = markdown_table(table, columns)
         if paper:
             md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(

@@ -236,6 +236,13 @@ def test_a_cell_finished_in_another_table_is_reused_not_rerun(tables, monkeypatc
     assert calls == [dm.key]
 
 
+def test_objective_params_label_rows_run_with_param():
+    distill_table = pytest.importorskip("distill_table")
+    row = {"extra": {"param_scale": 200, "imbalance": 0.1, "param_schedule_over": "slots"}}
+    assert distill_table.objective_params(row) == "scale=200, schedule_over=slots"
+    assert distill_table.objective_params({"extra": {"seed": 0}}) == ""
+
+
 def test_head_tail_averages_the_first_and_last_third_of_the_classes():
     distill_table = pytest.importorskip("distill_table")
     per_class = [90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0, 0.0]  # 10 classes: thirds of 4
