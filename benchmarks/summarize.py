@@ -21,6 +21,7 @@ def _setting(row: dict) -> str:
     extra = row.get("extra", {})
     parts = [f"{k}={extra[k]}" for k in ("imbalance", "prune", "keep", "precision", "impl", "real_precision",
                                           "compile", "noise", "function", "n", "sd") if k in extra]
+    parts += [f"{k[6:]}={v}" for k, v in sorted(extra.items()) if k.startswith("param_")]  # --param settings
     if extra.get("elf"):
         parts.insert(0, f"ELF ({extra['elf_variant']})" if extra.get("elf_variant") else "ELF")
     return ", ".join(parts)

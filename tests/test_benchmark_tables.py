@@ -331,3 +331,20 @@ def test_carry_takes_unfinished_work_through_git_and_back(tables, monkeypatch):
     assert sorted(str(p) for p in carry.save(max_mb=1.0)) == [
         "t/digits-y-ipc2-it100-s0/checkpoint.safetensors",
         "t/eval/digits-x-ipc2-it100-s0-convnet3-e10-m1/model1.safetensors"]
+
+
+def test_longtail_figure_computes_the_issue_bars_and_draws(tmp_path):
+    figure = pytest.importorskip("longtail_figure")
+
+    def row(method, mean, imbalance=None):
+        extra = {"per_class": [mean] * 10, **({"imbalance": imbalance} if imbalance else {})}
+        return {"method": method, "mean": mean, "std": 0.1, "extra": extra}
+
+    rows = [row("dm", 80.0, 0.1), row("csdm", 81.0, 0.1), row("dm", 70.0, 0.005), row("csdm", 76.0, 0.005),
+            row("dm", 83.0), row("csdm", 82.5), row("random", 75.0, 0.01)]
+    table = figure.rows_by_ratio(rows)
+    assert list(table) == [1.0, 0.1, 0.01, 0.005]
+    assert figure.bars(table) == {"csdm_minus_dm": {1.0: -0.5, 0.1: 1.0, 0.005: 6.0},
+                                  "drop_from_0.1_to_smallest": {"dm": 10.0, "csdm": 5.0}}
+    figure.plot(table, tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
