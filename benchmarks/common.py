@@ -128,8 +128,10 @@ def write_results(
     path = RESULTS / f"{name}.json"
     _atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     if markdown is not None:
+        ran_on = sorted({m for row in rows for m in row.get("extra", {}).get("machines", [])})
+        machines = f"{payload['machine']} (this run)" + (f"; models trained on: {'; '.join(ran_on)}" if ran_on else "")
         header = (f"# {name}\n\nCommand: `{command}`  \nCommit: `{payload['commit']}`  \n"
-                  f"Machine: {payload['machine']}  \nWall time: {payload['wall_seconds']} s\n\n")
+                  f"Machine: {machines}  \nWall time: {payload['wall_seconds']} s\n\n")
         _atomic_write_text(RESULTS / f"{name}.md", header + markdown)
     return path
 

@@ -145,6 +145,7 @@ def run_table(
                   flush=True)
             continue
         accuracies = [record["accuracy"] for record in records]
+        machines = sorted({record["machine"] for record in records if "machine" in record})
         per_class = [record["per_class"] for record in records]
         train_seconds = [record["train_seconds"] for record in records]
         mean, std = mean_std(accuracies)
@@ -157,6 +158,7 @@ def run_table(
                 "extra": {**cell.extra, "seed": cell.seed, "accuracies": [round(a, 2) for a in accuracies],
                           "per_class": [round(a, 2) for a in per_class_mean], "accuracy_reported": "final_epoch",
                           "eval_precision": precision, "eval_compile": compile, "threads": torch.get_num_threads(),
+                          "machines": machines,  # where its models were trained (a cell may span sessions)
                           "build_seconds": round(sum(build_seconds.values()), 1),
                           "eval_seconds": round(sum(train_seconds), 1),
                           **({"sets": "one per model (seed + model index)"} if cell.resample else {}),
