@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import Cells, command_line, markdown_table, write_results
 from distillset.coreset import select_coreset
-from distillset.coreset.prune import prune_pool
+from distillset.coreset.prune import PRUNE_RULES, prune_pool
 from distillset.data.base import ImageSet
 from distillset.engine import Distiller, config_for_method, run_together
 from distillset.registry import parse_key_values
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--imbalance", type=float, nargs="*", default=[None])
     parser.add_argument("--param", action="append", default=[], help="objective key=value for every method")
-    parser.add_argument("--prune", nargs="*", default=[], choices=["hyperbolic", "random"],
+    parser.add_argument("--prune", nargs="*", default=[], choices=PRUNE_RULES,
                         help="also distil from the real pool pruned by these rules (keeping --keep of each class)")
     parser.add_argument("--keep", type=float, default=0.2, help="fraction of the real pool kept when pruning")
     parser.add_argument("--models", type=int, default=5)

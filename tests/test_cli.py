@@ -171,7 +171,7 @@ def test_distill_several_methods_in_one_command(tmp_path):
     assert result.exit_code == 2 and "different methods" in result.output
 
 
-@pytest.mark.parametrize("rule", ["hyperbolic", "random"])
+@pytest.mark.parametrize("rule", ["hyperbolic", "hyperbolic-spread", "random"])
 def test_distill_from_a_pruned_real_pool(tmp_path, rule):
     out = tmp_path / rule
     result = invoke("distill", "--method", "hdd", "--dataset", "digits", "--ipc", "1", "--iterations", "2",

@@ -13,6 +13,7 @@ from distillset.coreset.prune import (
     hyperbolic_prune,
     hyperbolic_scores,
     keep_lowest_scores,
+    keep_spread_over_scores,
     kept_count,
     random_prune,
 )
@@ -261,6 +262,15 @@ def test_keep_lowest_scores_breaks_ties_by_index() -> None:
     assert keep_lowest_scores(scores, labels, 0.5).tolist() == [0, 3, 4]  # 2 of 3: the 0.5-tie keeps index 0
 
 
+def test_keep_spread_over_scores_takes_evenly_spaced_ranks() -> None:
+    labels = torch.tensor([0] * 10 + [1] * 4)
+    scores = torch.cat([torch.arange(10.0).flip(0), torch.tensor([0.3, 0.1, 0.4, 0.2])])
+    # class 0: 3 of 10 at ranks floor((i + 1/2) 10 / 3) = 1, 5, 8 of the ascending scores 0..9 (index 9 - rank);
+    # class 1: 1 of 4 at rank floor(4 / 2) = 2, the score 0.3 at index 10
+    assert keep_spread_over_scores(scores, labels, 0.3).tolist() == [1, 4, 8, 10]
+    assert keep_spread_over_scores(scores, labels, 1.0).tolist() == list(range(14))  # all ranks
+
+
 @pytest.mark.parametrize("reference", ["centroid", "origin"])
 def test_hyperbolic_prune_drops_outlier_first(reference: str) -> None:
     g = torch.Generator().manual_seed(0)
@@ -275,6 +285,12 @@ def test_hyperbolic_prune_drops_outlier_first(reference: str) -> None:
     kept = hyperbolic_prune(images, labels, 0.9, **options)
     assert 9 not in kept.tolist()
     assert torch.bincount(labels[kept]).tolist() == [9, 5]  # 0.9 * 5 = 4.5 rounds half up
+    spread = hyperbolic_prune(images, labels, 0.3, selection="spread", **options)  # 3 of class 0, 2 of class 1
+    central = hyperbolic_prune(images, labels, 0.3, **options)
+    assert torch.bincount(labels[spread]).tolist() == [3, 2] == torch.bincount(labels[central]).tolist()
+    assert scores[spread[labels[spread] == 0]].max() > scores[central[labels[central] == 0]].max()
+    with pytest.raises(ValueError, match="unknown selection 'edge'"):
+        hyperbolic_prune(images, labels, 0.3, selection="edge", **options)
 
 
 def test_hyperbolic_prune_deterministic_and_leaves_global_rng() -> None:

@@ -131,7 +131,9 @@ def distill(
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class shard, e.g. 0,1,2.")] = None,
     imbalance: Annotated[Optional[float], typer.Option(help="Imbalance ratio for *-lt datasets.")] = None,
     prune_ratio: Annotated[Optional[float], typer.Option(help="Keep this fraction of the real pool (pruning).")] = None,
-    prune_rule: Annotated[str, typer.Option(help="hyperbolic or random pruning of the real pool.")] = "hyperbolic",
+    prune_rule: Annotated[
+        str, typer.Option(help="Pruning rule: hyperbolic (most central), hyperbolic-spread or random.")
+    ] = "hyperbolic",
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint interval (iterations).")] = 100,
     checkpoint_minutes: Annotated[float, typer.Option(help="Also checkpoint after this many minutes (0 = off).")] = 10,
     eval_every: Annotated[int, typer.Option(help="Quick evaluation every N iterations (0 = never).")] = 0,

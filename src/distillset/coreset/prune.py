@@ -29,6 +29,7 @@ from distillset.geometry.lorentz import (
 from distillset.objectives.hdd import UNIT_MEAN_NORM, check_feature_scale
 
 Reference = Literal["centroid", "origin"]
+Selection = Literal["central", "spread"]
 
 
 def kept_count(class_size: int, keep_ratio: float) -> int:
@@ -41,6 +42,22 @@ def keep_lowest_scores(scores: Tensor, labels: Tensor, keep_ratio: float) -> Ten
 
     Returns the kept indices into ``labels``, sorted ascending (int64, on ``labels``' device).
     """
+    return _keep_ranks(scores, labels, keep_ratio, lambda n, k: torch.arange(k))
+
+
+def keep_spread_over_scores(scores: Tensor, labels: Tensor, keep_ratio: float) -> Tensor:
+    """Per class, :func:`kept_count` images at evenly spaced ranks of ``scores`` (rank ``floor((i + 1/2) n / k)``
+    for i < k of n), so the kept images cover the whole range of the score, central to peripheral: stratified
+    selection over a score, as in coverage-centric coreset selection (Zheng et al., ICLR 2023).
+
+    Returns the kept indices into ``labels``, sorted ascending (int64, on ``labels``' device).
+    """
+    return _keep_ranks(scores, labels, keep_ratio,
+                       lambda n, k: torch.floor((torch.arange(k, dtype=torch.float64) + 0.5) * n / k).long())
+
+
+def _keep_ranks(scores: Tensor, labels: Tensor, keep_ratio: float, ranks: Callable[[int, int], Tensor]) -> Tensor:
+    """Per class of ``n`` members, keep those at ``ranks(n, k)`` in ascending score order (stable), k kept."""
     _check_keep_ratio(keep_ratio)
     _check_labels(labels)
     if scores.shape != labels.shape:
@@ -51,7 +68,8 @@ def keep_lowest_scores(scores: Tensor, labels: Tensor, keep_ratio: float) -> Ten
     for c in torch.unique(labels).tolist():
         members = torch.nonzero(labels == c).flatten()
         order = torch.argsort(scores[members].to(labels.device), stable=True)
-        kept.append(members[order[: kept_count(members.numel(), keep_ratio)]])
+        positions = ranks(members.numel(), kept_count(members.numel(), keep_ratio))
+        kept.append(members[order[positions.to(labels.device)]])
     return torch.sort(torch.cat(kept)).values
 
 
@@ -75,16 +93,22 @@ def hyperbolic_prune(
     num_nets: int = 3,
     seed: int = 0,
     batch_size: int = 512,
+    selection: Selection = "central",
 ) -> Tensor:
-    """Indices (sorted, int64) of the images kept: per class the ``keep_ratio`` fraction with the lowest
-    :func:`hyperbolic_scores` (at least one per class). Works on any labelled set, real or synthetic."""
+    """Indices (sorted, int64) of the images kept, per class the ``keep_ratio`` fraction (at least one) by
+    :func:`hyperbolic_scores`: the lowest scores (``selection="central"``, the images nearest the class's
+    hyperbolic centroid) or evenly spread over the score's ranks (``"spread"``, :func:`keep_spread_over_scores`,
+    central to peripheral). Works on any labelled set, real or synthetic."""
     _check_keep_ratio(keep_ratio)
+    if selection not in ("central", "spread"):
+        raise ValueError(f"unknown selection {selection!r}; choose 'central' or 'spread'")
     scores = hyperbolic_scores(
         images, labels,
         feature_net_factory=feature_net_factory, curvature_k=curvature_k, max_norm=max_norm,
         feature_scale=feature_scale, reference=reference, num_nets=num_nets, seed=seed, batch_size=batch_size,
     )
-    return keep_lowest_scores(scores, labels.cpu(), keep_ratio).to(labels.device)
+    keep = keep_lowest_scores if selection == "central" else keep_spread_over_scores
+    return keep(scores, labels.cpu(), keep_ratio).to(labels.device)
 
 
 def hyperbolic_scores(
@@ -174,7 +198,7 @@ def _check_labels(labels: Tensor) -> None:
         raise ValueError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype} shape {tuple(labels.shape)}")
 
 
-PRUNE_RULES = ("hyperbolic", "random")
+PRUNE_RULES = ("hyperbolic", "hyperbolic-spread", "random")
 
 
 def prune_pool(
@@ -189,18 +213,19 @@ def prune_pool(
     device: str | torch.device = "cpu",
 ) -> tuple[ImageSet, dict[str, object]]:
     """The real pool that distillation matches against, pruned to ``keep_ratio`` per class by ``rule``
-    (``hyperbolic``: :func:`hyperbolic_prune` with random ``model`` networks; ``random``: :func:`random_prune`).
+    (``hyperbolic``: :func:`hyperbolic_prune` with random ``model`` networks, keeping the most central images;
+    ``hyperbolic-spread``: the same scores, kept evenly over their ranks; ``random``: :func:`random_prune`).
     Returns the kept subset and a record of what was done (for manifests)."""
     if rule == "random":
         keep = random_prune(train.labels, keep_ratio, seed=seed)
-    elif rule == "hyperbolic":
+    elif rule in ("hyperbolic", "hyperbolic-spread"):
         from distillset.nets import get_network
 
         def factory() -> nn.Module:
             return get_network(model, info.channels, info.num_classes, info.image_size).to(device)
 
         keep = hyperbolic_prune(train.images, train.labels, keep_ratio, feature_net_factory=factory,
-                                num_nets=num_nets, seed=seed)
+                                num_nets=num_nets, seed=seed, selection="central" if rule == "hyperbolic" else "spread")
     else:
         raise ValueError(f"unknown pruning rule {rule!r}; choose one of: {', '.join(PRUNE_RULES)}")
     return train.subset(keep), {"rule": rule, "keep_ratio": keep_ratio, "kept": int(len(keep)), "num_nets": num_nets}
