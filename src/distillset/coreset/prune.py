@@ -4,7 +4,8 @@ The paper reports that keeping 20% of the core set, chosen in hyperbolic space, 
 released code has no pruning, so the rule here is this package's reading (docs/hdd.md, "Pruning"):
 embed each class with random networks, lift the features with HDD's :func:`expmap0`, and keep, per
 class, the ``keep_ratio`` fraction closest (geodesic distance, averaged over the nets) to the class's
-:func:`hyperbolic_centroid`, i.e. drop the samples farthest from the prototype that HDD matches.
+:func:`hyperbolic_centroid`, i.e. drop the samples farthest from the prototype that HDD matches; or
+(``selection="spread"``) keep images at evenly spaced ranks of that distance, central to peripheral.
 :func:`random_prune` is the baseline at the same per-class counts.
 """
 
