@@ -79,15 +79,19 @@ def save(max_mb: float) -> list[Path]:
     """Replace ``benchmarks/carry/`` with the resumable files of the work in progress; returns them."""
     staging = Path(tempfile.mkdtemp(dir=ROOT, prefix=".carry-"))
     carried = []
+    by_folder: dict[Path, list[tuple[Path, str]]] = {}
     for path, reason in unfinished():
         size_mb = path.stat().st_size / 2**20
-        if not reason and size_mb > max_mb:
-            reason = f"{size_mb:.0f} MB > --max-mb {max_mb:g}"
-        if reason:
-            print(f"not carried ({reason}): {path.relative_to(WORK)}")
+        by_folder.setdefault(path.parent, []).append(
+            (path, reason or (f"{size_mb:.0f} MB > --max-mb {max_mb:g}" if size_mb > max_mb else "")))
+    for folder, files in by_folder.items():  # a folder goes whole or not at all (a log without its checkpoint
+        reasons = sorted({reason for _, reason in files if reason})  # would restart the run on a stale log)
+        if reasons:
+            print(f"not carried ({'; '.join(reasons)}): {folder.relative_to(WORK)}")
             continue
-        _copy_atomic(path, staging / path.relative_to(WORK))
-        carried.append(path.relative_to(WORK))
+        for path, _ in files:
+            _copy_atomic(path, staging / path.relative_to(WORK))
+            carried.append(path.relative_to(WORK))
     here = {path.parent for path in carried}
     for folder in _carried_folders():  # carried before but never restored on this machine: keep them
         relative = folder.relative_to(CARRY)

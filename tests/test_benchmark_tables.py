@@ -295,6 +295,7 @@ def test_carry_takes_unfinished_work_through_git_and_back(tables, monkeypatch):
     for path, tensors in files.items():
         atomic_save_tensors(work / path, tensors)
     (work / "digits-dm-ipc2-it100-s0" / "log.jsonl").write_text('{"iteration": 10}\n')
+    (work / "digits-big-ipc2-it100-s0" / "log.jsonl").write_text('{"iteration": 10}\n')  # not without its checkpoint
     (work / "claims").mkdir()
     (work / "claims" / "digits-dm-ipc2-it100-s0.set").touch()
     (tables / "artifacts" / "t" / "digits-hdd-ipc2-it100-s0").mkdir(parents=True)  # this set is finished
