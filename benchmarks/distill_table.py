@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from common import Cells, command_line, markdown_table, write_results
+from common import RESULTS, Cells, command_line, markdown_table, write_results
 from distillset.coreset import select_coreset
 from distillset.coreset.prune import PRUNE_RULES, prune_pool
 from distillset.data.base import ImageSet
 from distillset.engine import Distiller, config_for_method, run_together
 from distillset.registry import parse_key_values
-from table import WORK, Cell, claimed, run_table, save_set, set_saved, total_seconds
+from table import WORK, Cell, claimed, finished_rows, run_table, save_set, set_saved, total_seconds
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
 # Speed settings of the distillation (not part of a cell's identity: they must not change results;
@@ -147,6 +147,8 @@ def main() -> None:
                              "full-pool DM row of dm_fashion_mnist in the pruning table")
     parser.add_argument("--build-only", action="store_true",
                         help="distil the sets of unfinished cells and train no models (another worker may evaluate)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the result files from the finished cells; build and train nothing")
     parser.add_argument("--max-group", type=int, default=4,
                         help="at most this many cells distilled together (a group's sets all finish at its end)")
     args = parser.parse_args()
@@ -194,8 +196,14 @@ def main() -> None:
             md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(
                 [{**p, "accuracy": f"{p['mean']} ± {p.get('std', '?')}"} for p in paper],
                 ["dataset", "method", "ipc", "accuracy", "source"])
-        write_results(args.name, command_line(), rows, paper,
-                      max(total_seconds(args.name), time.perf_counter() - start), md)
+        command = command_line()
+        if args.report_only and (RESULTS / f"{args.name}.json").is_file():  # the command that ran the cells
+            command = json.loads((RESULTS / f"{args.name}.json").read_text())["command"]
+        write_results(args.name, command, rows, paper, max(total_seconds(args.name), time.perf_counter() - start), md)
+
+    if args.report_only:
+        write(finished_rows(args.name))
+        return
 
     builder = build if args.separately else grouped_builder(args.name, cells, args.max_group, args.reuse)
     write(run_table(args.name, cells, builder, num_models=args.models, epochs=args.epochs, device=args.device,

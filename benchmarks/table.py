@@ -189,6 +189,11 @@ def _copy_finished(table: str, cell: Cell, done: Cells, evaluation: dict[str, An
     return True
 
 
+def finished_rows(name: str) -> list[dict[str, Any]]:
+    """The rows of every finished cell of table ``name``."""
+    return _rows(Cells(name))
+
+
 def _rows(done: Cells) -> list[dict[str, Any]]:
     return [c["row"] for c in done.all() if "row" in c]
 

@@ -349,3 +349,24 @@ def test_longtail_figure_computes_the_issue_bars_and_draws(tmp_path):
                                   "drop_from_0.1_to_smallest": {"dm": 10.0, "csdm": 5.0}}
     figure.plot(table, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_report_only_rewrites_the_result_files_from_the_cells(tables, monkeypatch):
+    distill_table = pytest.importorskip("distill_table")
+    monkeypatch.setattr(common, "RESULTS", tables / "results")
+    monkeypatch.setattr(distill_table, "RESULTS", tables / "results")
+    table.run_table("r", [table.Cell("digits", "random", 1, resample=True)],
+                    _counting_builder([]), num_models=2, epochs=1)
+    (tables / "results").mkdir()
+    (tables / "results" / "r.json").write_text(json.dumps({"command": "python benchmarks/distill_table.py --x"}))
+    # without --report-only this would distil and evaluate DM (2000 iterations, 5 models x 1000 epochs)
+    monkeypatch.setattr(sys, "argv", ["distill_table.py", "--name", "r", "--dataset", "digits", "--methods", "dm",
+                                      "--ipc", "1", "--report-only"])
+    distill_table.main()
+    assert sorted(p.name for p in (tables / "artifacts" / "r").iterdir()) == ["digits-random-ipc1-it0-s0"]
+    assert not (tables / "work" / "r" / "digits-dm-ipc1-it2000-s0").exists()
+    result = json.loads((tables / "results" / "r.json").read_text())
+    assert result["command"] == "python benchmarks/distill_table.py --x"  # kept: the command that ran the cells
+    assert [row["method"] for row in result["rows"]] == ["random"] and result["rows"][0]["n"] == 2
+    assert len(result["rows"][0]["extra"]["machines"]) == 1
+    assert "models trained on:" in (tables / "results" / "r.md").read_text()
