@@ -136,6 +136,12 @@ def write_results(
     return path
 
 
+def objective_params(extra: dict[str, Any]) -> str:
+    """A row's objective parameters (``--param``, kept as ``param_<key>`` in its ``extra``), e.g.
+    ``schedule_over=slots, scale=200``; "" for none."""
+    return ", ".join(f"{k[len('param_'):]}={v}" for k, v in sorted(extra.items()) if k.startswith("param_"))
+
+
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
     """Mean and population std (``np.std``, as the reference code reports)."""
     values = list(values)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from common import RESULTS, Cells, command_line, markdown_table, write_results
+from common import RESULTS, Cells, command_line, markdown_table, objective_params, write_results
 from distillset.coreset import select_coreset
 from distillset.coreset.prune import PRUNE_RULES, prune_pool
 from distillset.data.base import ImageSet
@@ -62,11 +62,6 @@ def network_source(cell: Cell) -> str | None:
     undistilled ``random`` baseline. Distilled cells with the same source and ``extra`` (imbalance, pruning
     rule and ratio, objective parameters) can share networks and the real pass (engine.run_together)."""
     return None if cell.method == "random" else _config(cell).network_source
-
-
-def objective_params(row: dict) -> str:
-    """A row's objective parameters (``--param``), e.g. ``schedule_over=slots, scale=200``; "" for none."""
-    return ", ".join(f"{k[6:]}={v}" for k, v in sorted(row["extra"].items()) if k.startswith("param_"))
 
 
 def head_tail(per_class: Sequence[float]) -> tuple[float, float]:
@@ -177,7 +172,7 @@ def main() -> None:
 
     def write(rows: list[dict]) -> None:
         rows = sorted(rows, key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"],
-                                           objective_params(r)))
+                                           objective_params(r["extra"])))
         table = [{"method": r["method"], "ipc": r["ipc"], "imbalance": r["extra"].get("imbalance", ""),
                   "real pool": f"{r['extra']['prune']} {r['extra']['keep']:.0%}" if "prune" in r["extra"] else "full",
                   "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
@@ -187,9 +182,9 @@ def main() -> None:
             for entry, row in zip(table, rows, strict=True):
                 entry["head / tail classes"] = "{:.1f} / {:.1f}".format(*head_tail(row["extra"]["per_class"]))
             columns.insert(6, "head / tail classes")
-        if any(objective_params(row) for row in rows):  # e.g. a CFM schedule variant beside the default
+        if any(objective_params(row["extra"]) for row in rows):  # e.g. a CFM schedule variant beside the default
             for entry, row in zip(table, rows, strict=True):
-                entry["params"] = objective_params(row) or "default"
+                entry["params"] = objective_params(row["extra"]) or "default"
             columns.insert(1, "params")
         md = markdown_table(table, columns)
         if paper:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from common import RESULTS, markdown_table
+from common import RESULTS, markdown_table, objective_params
 
 DOC = RESULTS.parent.parent / "docs" / "results.md"
 
@@ -21,7 +21,8 @@ def _setting(row: dict) -> str:
     extra = row.get("extra", {})
     parts = [f"{k}={extra[k]}" for k in ("imbalance", "prune", "keep", "precision", "impl", "real_precision",
                                           "compile", "noise", "function", "n", "sd") if k in extra]
-    parts += [f"{k[6:]}={v}" for k, v in sorted(extra.items()) if k.startswith("param_")]  # --param settings
+    if params := objective_params(extra):  # --param settings
+        parts.append(params)
     if extra.get("elf"):
         parts.insert(0, f"ELF ({extra['elf_variant']})" if extra.get("elf_variant") else "ELF")
     return ", ".join(parts)

@@ -237,10 +237,9 @@ def test_a_cell_finished_in_another_table_is_reused_not_rerun(tables, monkeypatc
 
 
 def test_objective_params_label_rows_run_with_param():
-    distill_table = pytest.importorskip("distill_table")
     row = {"extra": {"param_scale": 200, "imbalance": 0.1, "param_schedule_over": "slots"}}
-    assert distill_table.objective_params(row) == "scale=200, schedule_over=slots"
-    assert distill_table.objective_params({"extra": {"seed": 0}}) == ""
+    assert common.objective_params(row["extra"]) == "scale=200, schedule_over=slots"
+    assert common.objective_params({"seed": 0}) == ""
 
 
 def test_head_tail_averages_the_first_and_last_third_of_the_classes():
