@@ -72,6 +72,15 @@ def command_line() -> str:
     return " ".join(["python", os.path.relpath(sys.argv[0], ROOT.parent), *sys.argv[1:]])
 
 
+def report_command(name: str, report_only: bool) -> str:
+    """The command to record in ``results/<name>.json``: this one, or for a ``--report-only`` rewrite the
+    command already recorded there (the one that ran the cells)."""
+    path = RESULTS / f"{name}.json"
+    if report_only and path.is_file():
+        return json.loads(path.read_text())["command"]
+    return command_line()
+
+
 class Cells:
     """Finished cells of one benchmark, one JSON file each."""
 

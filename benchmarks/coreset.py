@@ -10,9 +10,9 @@ import argparse
 import time
 from pathlib import Path
 
-from common import command_line, markdown_table, write_results
+from common import markdown_table, report_command, write_results
 from distillset.coreset import select_coreset
-from table import Cell, run_table, total_seconds
+from table import Cell, finished_rows, run_table, total_seconds
 
 REFERENCE = [  # measured with VICO-UoE/DatasetCondensation evaluate_synset (5 models), from the issue
     {"dataset": "fashion-mnist", "method": "random", "ipc": 10, "metric": "test_accuracy", "mean": 74.5, "std": 0.6,
@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--eval-compile", action="store_true", help="torch.compile the evaluated networks")
     parser.add_argument("--name", default=None, help="result name (default coreset_<dataset>)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the result files from the finished cells; build and train nothing")
     args = parser.parse_args()
     name = args.name or f"coreset_{args.dataset.replace('-', '_')}"
     cells = [Cell(args.dataset, m, ipc, resample=m == "random") for ipc in args.ipc for m in args.methods]
@@ -52,9 +54,12 @@ def main() -> None:
                   "n": r["n"], "epochs": r["epochs"]} for r in rows]
         md = markdown_table(table, ["method", "ipc", "accuracy", "n", "epochs"])
         md += "\nReference (issue author, reference code): random IPC 10 74.5 ± 0.6, IPC 50 84.0 ± 0.2.\n"
-        write_results(name, command_line(), rows, REFERENCE, max(total_seconds(name), time.perf_counter() - start),
-                      md)
+        wall = max(total_seconds(name), time.perf_counter() - start)
+        write_results(name, report_command(name, args.report_only), rows, REFERENCE, wall, md)
 
+    if args.report_only:
+        write(finished_rows(name))
+        return
     write(run_table(name, cells, build, num_models=args.models, epochs=args.epochs, device=args.device,
                     precision=args.precision, compile=args.eval_compile, on_cell=write))
 

@@ -56,7 +56,7 @@ cfm50sets() { cfm50 --build-only; }  # its ~2-3 h serial distillation first, whi
 cfmslots() { run cfm --name cfm_fashion_mnist --methods cfm --ipc 10 --param schedule_over=slots --param scale=200; }
 case "${1:-}" in
 A) order="longtail balanced dm50 prune80 prunespread cfm50 cfmslots idmeval" ;;
-B) order="cfm50sets dm50 prune80 prunespread longtail balanced cfm50 cfmslots idmeval" ;;
+B) order="balanced cfm50sets dm50 prune80 prunespread longtail cfm50 cfmslots idmeval" ;;
 idm) order="idm" ;;
 *)
     echo "usage: $0 A|B|idm" >&2

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from common import RESULTS, Cells, command_line, markdown_table, objective_params, write_results
+from common import Cells, markdown_table, objective_params, report_command, write_results
 from distillset.coreset import select_coreset
 from distillset.coreset.prune import PRUNE_RULES, prune_pool
 from distillset.data.base import ImageSet
@@ -191,10 +191,8 @@ def main() -> None:
             md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(
                 [{**p, "accuracy": f"{p['mean']} ± {p.get('std', '?')}"} for p in paper],
                 ["dataset", "method", "ipc", "accuracy", "source"])
-        command = command_line()
-        if args.report_only and (RESULTS / f"{args.name}.json").is_file():  # the command that ran the cells
-            command = json.loads((RESULTS / f"{args.name}.json").read_text())["command"]
-        write_results(args.name, command, rows, paper, max(total_seconds(args.name), time.perf_counter() - start), md)
+        wall = max(total_seconds(args.name), time.perf_counter() - start)
+        write_results(args.name, report_command(args.name, args.report_only), rows, paper, wall, md)
 
     if args.report_only:
         write(finished_rows(args.name))

@@ -350,22 +350,23 @@ def test_longtail_figure_computes_the_issue_bars_and_draws(tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 0
 
 
-def test_report_only_rewrites_the_result_files_from_the_cells(tables, monkeypatch):
-    distill_table = pytest.importorskip("distill_table")
+@pytest.mark.parametrize("script, unfinished", [
+    ("distill_table", ["--methods", "dm"]),  # would distil and evaluate DM (2000 iterations, 5 x 1000 epochs)
+    ("coreset", ["--methods", "random", "herding"]),  # would select and evaluate a herding set
+])
+def test_report_only_rewrites_the_result_files_from_the_cells(tables, monkeypatch, script, unfinished):
+    benchmark = pytest.importorskip(script)
     monkeypatch.setattr(common, "RESULTS", tables / "results")
-    monkeypatch.setattr(distill_table, "RESULTS", tables / "results")
     table.run_table("r", [table.Cell("digits", "random", 1, resample=True)],
                     _counting_builder([]), num_models=2, epochs=1)
     (tables / "results").mkdir()
-    (tables / "results" / "r.json").write_text(json.dumps({"command": "python benchmarks/distill_table.py --x"}))
-    # without --report-only this would distil and evaluate DM (2000 iterations, 5 models x 1000 epochs)
-    monkeypatch.setattr(sys, "argv", ["distill_table.py", "--name", "r", "--dataset", "digits", "--methods", "dm",
+    (tables / "results" / "r.json").write_text(json.dumps({"command": f"python benchmarks/{script}.py --x"}))
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--name", "r", "--dataset", "digits", *unfinished,
                                       "--ipc", "1", "--report-only"])
-    distill_table.main()
+    benchmark.main()
     assert sorted(p.name for p in (tables / "artifacts" / "r").iterdir()) == ["digits-random-ipc1-it0-s0"]
-    assert not (tables / "work" / "r" / "digits-dm-ipc1-it2000-s0").exists()
     result = json.loads((tables / "results" / "r.json").read_text())
-    assert result["command"] == "python benchmarks/distill_table.py --x"  # kept: the command that ran the cells
+    assert result["command"] == f"python benchmarks/{script}.py --x"  # kept: the command that ran the cells
     assert [row["method"] for row in result["rows"]] == ["random"] and result["rows"][0]["n"] == 2
     assert len(result["rows"][0]["extra"]["machines"]) == 1
     assert "models trained on:" in (tables / "results" / "r.md").read_text()
