@@ -23,7 +23,6 @@ run() {  # run <log name> <distill_table args...>
     echo "$(date -u +%FT%TZ) start: $*" >> "$log"
     .venv/bin/python benchmarks/distill_table.py "$@" --precision bf16 --eval-compile >> "$log" 2>&1
 }
-lt="--name csdm_longtail --ipc 10 --dataset fashion-mnist-lt"
 # issue 4: DM/HDD IPC 50, the keep-80% pruning rows (the "pruning ratio 20%" reading, docs/hdd.md), the
 # four IDM cells (one lockstep group sharing the network queue). IDM is in no lane's order: its ~16 h of
 # serial distillation on one thread spans sessions, and its checkpoints (the network queue) are too large to
@@ -41,9 +40,6 @@ idmeval() {  # the IDM sets' 20 evaluations (carried like any training), once a 
     done
     idm
 }
-# issue 5: the remaining imbalance ratios and balanced Fashion-MNIST (DM rows reused)
-longtail() { run csdm $lt --imbalance 0.1 0.01 --methods random dm csdm; }
-balanced() { run csdm --name csdm_longtail --ipc 10 --dataset fashion-mnist --methods dm csdm --reuse dm_fashion_mnist; }
 # issue 6: CFM and its fixed-filter ablations at IPC 50 (IPC 10 is complete; DM rows reused: it waits for the
 # DM IPC 50 cell, so the CFM table never distils its own copy of it)
 cfm50() {
@@ -55,8 +51,8 @@ cfm50sets() { cfm50 --build-only; }  # its ~2-3 h serial distillation first, whi
 # per-group gradients are ~5x CFM's early ones at lr_img 1, so the loss scale is 1000 / 5 (= lr_img 0.2)
 cfmslots() { run cfm --name cfm_fashion_mnist --methods cfm --ipc 10 --param schedule_over=slots --param scale=200; }
 case "${1:-}" in
-A) order="longtail balanced dm50 prune80 prunespread cfm50 cfmslots idmeval" ;;
-B) order="balanced cfm50sets dm50 prune80 prunespread longtail cfm50 cfmslots idmeval" ;;
+A) order="dm50 prune80 prunespread cfm50 cfmslots idmeval" ;;  # issue 5's table is complete
+B) order="cfm50sets dm50 prune80 prunespread cfm50 cfmslots idmeval" ;;
 idm) order="idm" ;;
 *)
     echo "usage: $0 A|B|idm" >&2
