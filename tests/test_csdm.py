@@ -141,6 +141,19 @@ def test_sdd_objective_is_mmd2_of_normalised_features_at_median_bandwidth():
     assert float(loss) == pytest.approx(float(kernel_mmd2(real_n, syn_n, kernel, bandwidth)), rel=0.05)
 
 
+@pytest.mark.parametrize("name", ["sdd", "csdm"])
+def test_a_class_with_one_real_image_takes_the_median_over_real_and_synthetic(name):
+    real = torch.randn(1, 16, generator=_gen(0))  # an extreme long-tailed class
+    synthetic = torch.randn(5, 16, generator=_gen(1)).requires_grad_(True)
+    context = _context([1.0, 500.0])
+    loss = get_objective(name, scale=1.0).loss([real], [synthetic], [0], context)
+    pooled = F.normalize(torch.cat([real, synthetic.detach()]), dim=1)
+    expected = get_spectral_kernel("gaussian").median_bandwidth(pooled)
+    assert context.log[f"{name}/bandwidth"] == pytest.approx(float(expected))
+    loss.backward()
+    assert torch.isfinite(loss) and float(synthetic.grad.abs().sum()) > 0
+
+
 def test_sdd_sees_variance_where_mean_matching_is_blind():
     x = torch.randn(40, 3, generator=_gen(0))
     x = x - x.mean(dim=0)

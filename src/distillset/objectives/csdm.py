@@ -73,7 +73,8 @@ class SpectralMatchingObjective(MatchingObjective):
     Args:
         kernel: name in ``SPECTRAL_KERNELS`` (gaussian, laplacian, matern12/32/52).
         bandwidth: ``"median"`` (median pairwise distance of the class's real features, per class
-            and step) or a positive float (fixed s).
+            and step; of its real and synthetic features together where the class has one real image)
+            or a positive float (fixed s).
         num_frequencies: M, frequencies per step (shared by all classes of the step).
         normalize_features: L2-normalise each feature vector first (as NCFM does).
         scale: multiplies the summed loss (see docs/csdm.md for how the default was chosen).
@@ -134,7 +135,9 @@ class SpectralMatchingObjective(MatchingObjective):
         if self.normalize_features:
             real, synthetic = F.normalize(real, dim=1), F.normalize(synthetic, dim=1)
         if self.bandwidth == "median":
-            bandwidth = self.kernel.median_bandwidth(real.detach()).clamp(min=torch.finfo(real.dtype).eps)
+            # a long-tailed class can have a single real image: its median then pools the synthetic features
+            pool = real if real.shape[0] > 1 else torch.cat([real, synthetic])
+            bandwidth = self.kernel.median_bandwidth(pool.detach()).clamp(min=torch.finfo(real.dtype).eps)
         else:
             bandwidth = real.new_tensor(self.bandwidth)
         return real / bandwidth, synthetic / bandwidth, bandwidth
