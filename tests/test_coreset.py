@@ -55,3 +55,16 @@ def test_bad_input_errors():
         select_per_class("nope", torch.zeros(3, 1), labels, 2, 1)
     with pytest.raises(ValueError, match="ipc must be"):
         select_per_class("random", torch.zeros(3, 1), labels, 2, 0)
+
+
+def test_too_small_a_class_fails_before_the_feature_network_trains(monkeypatch):
+    import distillset.coreset as coreset
+    from distillset.data import load_dataset
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the feature network was trained before the class sizes were checked")
+
+    monkeypatch.setattr(coreset, "trained_feature_network", no_training)
+    splits = load_dataset("digits-lt", imbalance=0.01)  # the tail class keeps 1 or 2 images
+    with pytest.raises(ValueError, match="fewer than ipc=5: .* lower the ipc"):
+        coreset.select_coreset(splits, "herding", 5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from distillset.coreset.features import extract_features, trained_feature_network
-from distillset.coreset.selection import SELECTION_RULES, select_per_class
+from distillset.coreset.selection import SELECTION_RULES, check_class_sizes, select_per_class
 from distillset.data.base import DatasetSplits, ImageSet
 
 
@@ -21,8 +21,9 @@ def select_coreset(
     progress: bool = False,
 ) -> ImageSet:
     """``ipc`` real training images per class chosen by ``method`` (features only where the rule needs them)."""
-    SELECTION_RULES.get(method)  # fail fast on an unknown name, before any training
+    SELECTION_RULES.get(method)  # fail fast on an unknown name or too small a class, before any training
     train = splits.train
+    check_class_sizes(train.labels, splits.info.num_classes, ipc)
     if method == "random":
         features = train.images.flatten(1)
     else:

@@ -68,12 +68,25 @@ def k_center_random_start(features: Tensor, budget: int, generator: torch.Genera
     return _k_center(features, budget, first)
 
 
+def check_class_sizes(labels: Tensor, num_classes: int, ipc: int) -> None:
+    """Raise ValueError unless ``ipc >= 1`` and every class has at least ``ipc`` images (a coreset picks
+    real images without repeats)."""
+    if ipc < 1:
+        raise ValueError(f"ipc must be >= 1, got {ipc}")
+    counts = torch.bincount(labels.cpu(), minlength=num_classes)
+    smallest = int(counts.argmin())
+    if int(counts[smallest]) < ipc:
+        raise ValueError(
+            f"class {smallest} has {int(counts[smallest])} images, fewer than ipc={ipc}: a coreset picks real images "
+            f"without repeats; lower the ipc (or, for a long-tailed set, use a milder imbalance)"
+        )
+
+
 def select_per_class(
     method: str, features: Tensor, labels: Tensor, num_classes: int, ipc: int, seed: int = 0
 ) -> Tensor:
     """Indices (into the full set) of ``ipc`` images per class chosen by ``method``."""
-    if ipc < 1:
-        raise ValueError(f"ipc must be >= 1, got {ipc}")
+    check_class_sizes(labels, num_classes, ipc)
     if features.shape[0] != labels.shape[0]:
         raise ValueError(f"features ({features.shape[0]}) and labels ({labels.shape[0]}) differ in length")
     rule = SELECTION_RULES.get(method)
@@ -81,7 +94,5 @@ def select_per_class(
     chosen = []
     for c in range(num_classes):
         members = torch.nonzero(labels == c, as_tuple=False).flatten()
-        if len(members) < ipc:
-            raise ValueError(f"class {c} has {len(members)} images, fewer than ipc={ipc}")
         chosen.append(members[rule(features[members].flatten(1), ipc, generator)])
     return torch.cat(chosen)
