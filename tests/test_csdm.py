@@ -278,8 +278,8 @@ def test_unknown_names_list_the_choices():
 def test_invalid_inputs_raise():
     csdm = get_objective("csdm")
     real, synthetic = torch.randn(10, 4), torch.randn(2, 4)
-    with pytest.raises(ValueError, match="at least 2 samples"):
-        csdm.loss([real[:1]], [synthetic], [0], _context([10.0]))
+    with pytest.raises(ValueError, match="at least 2 samples"):  # (the objective pools a lone real sample)
+        get_spectral_kernel("gaussian").median_bandwidth(real[:1])
     with pytest.raises(ValueError, match="same D"):
         csdm.loss([real], [torch.randn(2, 5)], [0], _context([10.0]))
     with pytest.raises(ValueError, match="positive counts"):
