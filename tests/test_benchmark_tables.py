@@ -350,11 +350,12 @@ def test_longtail_figure_computes_the_issue_bars_and_draws(tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("script, unfinished", [
-    ("distill_table", ["--methods", "dm"]),  # would distil and evaluate DM (2000 iterations, 5 x 1000 epochs)
-    ("coreset", ["--methods", "random", "herding"]),  # would select and evaluate a herding set
+@pytest.mark.parametrize("script, unfinished, unfinished_key", [
+    # would distil and evaluate DM (2000 iterations, 5 x 1000 epochs)
+    ("distill_table", ["--methods", "dm"], "digits-dm-ipc1-it2000-s0"),
+    ("coreset", ["--methods", "random", "herding"], "digits-herding-ipc1-it0-s0"),  # would select a herding set
 ])
-def test_report_only_rewrites_the_result_files_from_the_cells(tables, monkeypatch, script, unfinished):
+def test_report_only_rewrites_the_result_files_from_the_cells(tables, monkeypatch, script, unfinished, unfinished_key):
     benchmark = pytest.importorskip(script)
     monkeypatch.setattr(common, "RESULTS", tables / "results")
     table.run_table("r", [table.Cell("digits", "random", 1, resample=True)],
@@ -365,6 +366,7 @@ def test_report_only_rewrites_the_result_files_from_the_cells(tables, monkeypatc
                                       "--ipc", "1", "--report-only"])
     benchmark.main()
     assert sorted(p.name for p in (tables / "artifacts" / "r").iterdir()) == ["digits-random-ipc1-it0-s0"]
+    assert not (tables / "work" / "r" / unfinished_key).exists()
     result = json.loads((tables / "results" / "r.json").read_text())
     assert result["command"] == f"python benchmarks/{script}.py --x"  # kept: the command that ran the cells
     assert [row["method"] for row in result["rows"]] == ["random"] and result["rows"][0]["n"] == 2
