@@ -122,7 +122,12 @@ def write_results(
     markdown: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (format of shared/RESULTS.md) and an optional ``.md``."""
+    """Write ``benchmarks/results/<name>.json`` (format of shared/RESULTS.md) and an optional ``.md``.
+
+    A table filled by several commands (other IPCs, a ``--build-only`` pass, rows reused from another table)
+    also lists, under ``commands``, every command that produced one of its rows (each row's
+    ``extra.command``), so ``command`` (the run that wrote the file) is not mistaken for all of them."""
+    behind = list(dict.fromkeys(row["extra"]["command"] for row in rows if "command" in row.get("extra", {})))
     payload = {
         "benchmark": name,
         "command": command,
@@ -132,6 +137,7 @@ def write_results(
         "wall_seconds": round(float(wall_seconds), 1),
         "rows": rows,
         "paper": paper,
+        **({"commands": behind} if behind and behind != [command] else {}),
         **(extra or {}),
     }
     path = RESULTS / f"{name}.json"
@@ -141,6 +147,8 @@ def write_results(
         machines = f"{payload['machine']} (this run)" + (f"; models trained on: {'; '.join(ran_on)}" if ran_on else "")
         header = (f"# {name}\n\nCommand: `{command}`  \nCommit: `{payload['commit']}`  \n"
                   f"Machine: {machines}  \nWall time: {payload['wall_seconds']} s\n\n")
+        if "commands" in payload:
+            header += "Commands behind the rows:\n\n" + "".join(f"- `{c}`\n" for c in payload["commands"]) + "\n"
         _atomic_write_text(RESULTS / f"{name}.md", header + markdown)
     return path
 

@@ -372,3 +372,18 @@ def test_report_only_rewrites_the_result_files_from_the_cells(tables, monkeypatc
     assert [row["method"] for row in result["rows"]] == ["random"] and result["rows"][0]["n"] == 2
     assert len(result["rows"][0]["extra"]["machines"]) == 1
     assert "models trained on:" in (tables / "results" / "r.md").read_text()
+
+
+def test_results_of_a_table_filled_by_several_commands_list_them_all(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    commands = ["python b.py --ipc 10", "python b.py --ipc 50 --build-only", "python b.py --ipc 10"]
+    rows = [{"method": method, "extra": {"command": c}} for method, c in zip(["dm", "cfm", "lowpass"], commands)]
+    common.write_results("t", "python b.py --ipc 50", rows, [], 1.0, markdown="table\n")
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["command"] == "python b.py --ipc 50"
+    assert result["commands"] == ["python b.py --ipc 10", "python b.py --ipc 50 --build-only"]
+    assert "- `python b.py --ipc 50 --build-only`" in (tmp_path / "t.md").read_text()
+    # a table from one command keeps the plain format
+    common.write_results("t", "python b.py --ipc 10", rows[:1], [], 1.0, markdown="table\n")
+    assert "commands" not in json.loads((tmp_path / "t.json").read_text())
+    assert "Commands behind" not in (tmp_path / "t.md").read_text()
