@@ -24,22 +24,20 @@ run() {  # run <log name> <distill_table args...>
     .venv/bin/python benchmarks/distill_table.py "$@" --precision bf16 --eval-compile >> "$log" 2>&1
 }
 # issue 4: DM/HDD IPC 50, the keep-80% pruning rows (the "pruning ratio 20%" reading, docs/hdd.md), the
-# four IDM cells (one lockstep group sharing the network queue). IDM is in no lane's order: its ~16 h of
-# serial distillation on one thread spans sessions, and its checkpoints (the network queue) are too large to
-# carry through git (benchmarks/carry.py), so each fresh checkout would start it over. It runs on a lent GPU
-# (benchmarks/device_queue.sh distils the four sets first) or as lane `idm` on a machine whose benchmarks/work/
-# persists; the lanes evaluate the sets once they are saved (idmeval).
+# IDM cells. IDM comes last in both lanes, as one lockstep group per IPC (idm10, idm50: each lane distils one,
+# ~8-12 h of serial one-thread distillation each): its checkpoints hold the network queue, too large to carry
+# through git (benchmarks/carry.py), so it only progresses on a machine whose benchmarks/work/ persists from
+# session to session (it has from session 9 to 11) and restarts on a fresh one; a lent GPU distils the sets
+# in minutes (benchmarks/device_queue.sh). Their evaluations are carried like any other training.
+# Lane `idm` runs all four cells as one group (one queue training for both IPCs) instead.
 dm50() { run dm50 --name dm_fashion_mnist --methods random dm hdd --ipc 50; }
 prune80() { run prune --name prune_fashion_mnist --methods dm --ipc 10 --prune hyperbolic random --keep 0.8; }
 # the spread-keeping hyperbolic rule at keep 20 % (docs/hdd.md: the central rule lost 7 points there)
 prunespread() { run prune --name prune_fashion_mnist --methods dm --ipc 10 --prune hyperbolic-spread --keep 0.2; }
-idm() { run idm --name dm_fashion_mnist --methods idm idm+hdd --ipc 10 50; }
-idmeval() {  # the IDM sets' 20 evaluations (carried like any training), once a GPU has distilled the sets
-    for key in idm-ipc10 idm-ipc50 idm+hdd-ipc10 idm+hdd-ipc50; do
-        [ -f "benchmarks/artifacts/dm_fashion_mnist/fashion-mnist-$key-it2000-s0/manifest.json" ] || return 0
-    done
-    idm
-}
+idm() { run idm --name dm_fashion_mnist --methods idm idm+hdd --ipc "$@"; }
+idm10() { idm 10; }
+idm50() { idm 50; }
+idmboth() { idm 10 50; }
 # issue 6: CFM and its fixed-filter ablations at IPC 50 (IPC 10 is complete; DM rows reused: it waits for the
 # DM IPC 50 cell, so the CFM table never distils its own copy of it)
 cfm50() {
@@ -51,9 +49,9 @@ cfm50sets() { cfm50 --build-only; }  # its ~2-3 h serial distillation first, whi
 # per-group gradients are ~5x CFM's early ones at lr_img 1, so the loss scale is 1000 / 5 (= lr_img 0.2)
 cfmslots() { run cfm --name cfm_fashion_mnist --methods cfm --ipc 10 --param schedule_over=slots --param scale=200; }
 case "${1:-}" in
-A) order="dm50 prune80 prunespread cfm50 cfmslots idmeval" ;;  # issue 5's table is complete
-B) order="cfm50sets dm50 prune80 prunespread cfm50 cfmslots idmeval" ;;
-idm) order="idm" ;;
+A) order="dm50 prune80 cfm50 prunespread cfmslots idm10 idm50" ;;
+B) order="cfm50sets dm50 cfm50 prune80 prunespread cfmslots idm50 idm10" ;;
+idm) order="idmboth" ;;
 *)
     echo "usage: $0 A|B|idm" >&2
     exit 2
