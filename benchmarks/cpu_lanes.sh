@@ -48,9 +48,12 @@ cfm50sets() { cfm50 --build-only; }  # its ~2-3 h serial distillation first, whi
 # issue 6 ablation: CFM with the official code's schedule over image slots (docs/unidd_cfm.md Sec. 7); its
 # per-group gradients are ~5x CFM's early ones at lr_img 1, so the loss scale is 1000 / 5 (= lr_img 0.2)
 cfmslots() { run cfm --name cfm_fashion_mnist --methods cfm --ipc 10 --param schedule_over=slots --param scale=200; }
+# issue 6 ablation: CFM with its loss scaled by beta_rel^0.5, so its steps keep one size along the schedule
+# (the signal gradient grows about as beta_rel^-0.5 at IPC 10, docs/unidd_cfm.md Sec. 4 and 7)
+cfmflat() { run cfm --name cfm_fashion_mnist --methods cfm --ipc 10 --param beta_scale_power=0.5; }
 case "${1:-}" in
-A) order="dm50 prune80 cfm50 prunespread cfmslots idm10 idm50" ;;
-B) order="cfm50sets dm50 cfm50 prune80 prunespread cfmslots idm50 idm10" ;;
+A) order="dm50 prune80 cfm50 prunespread cfmslots cfmflat idm10 idm50" ;;
+B) order="cfm50sets dm50 cfm50 prune80 prunespread cfmflat cfmslots idm50 idm10" ;;
 idm) order="idmboth" ;;
 *)
     echo "usage: $0 A|B|idm" >&2

@@ -274,8 +274,22 @@ def test_lowpass_and_highpass_defaults_and_config() -> None:
     assert cfm.config() == {
         "schedule": "step", "beta_start": 2.0, "beta_end": 0.02, "interpolation": "linear", "num_stages": 3,
         "schedule_over": "iterations", "slot_groups": None, "signal_weight": 1.0, "filter_weight": 0.5,
-        "scale": 1000.0,
+        "scale": 1000.0, "beta_scale_power": 0.0,
     }
+
+
+@pytest.mark.parametrize("iteration", [0, 5, 9])
+def test_beta_scale_power_multiplies_the_loss_by_the_relative_beta_to_that_power(iteration: int) -> None:
+    real, synthetic = _class_features()
+    plain, flattened = CurriculumFrequencyMatching(), CurriculumFrequencyMatching(beta_scale_power=0.5)
+    context = _context(iteration=iteration)
+    beta = plain.relative_beta(context)  # 1 at the start, falling to 1e-3 at the end
+    expected = plain.loss(real, synthetic, [0, 1, 2], context) * beta**0.5
+    torch.testing.assert_close(flattened.loss(real, synthetic, [0, 1, 2], _context(iteration=iteration)), expected)
+    if iteration == 0:
+        assert beta == 1.0  # the first step is unchanged
+    else:
+        assert beta < 1.0
 
 
 # ---------------------------------------------------------------- CFM's schedule (Eq. 13)
@@ -364,6 +378,7 @@ def test_cfm_over_slots_matches_each_slot_group_at_its_own_beta_for_the_whole_ru
         (lambda: BetaSchedule("step", num_stages=1), "num_stages >= 2"),
         (lambda: LowPassMatching(beta=-1.0), "beta .* must be a finite number > 0"),
         (lambda: HighPassMatching(scale=-2.0), "scale must be a finite number >= 0"),
+        (lambda: CurriculumFrequencyMatching(beta_scale_power=math.nan), "beta_scale_power must be a finite"),
         (lambda: CurriculumFrequencyMatching(signal_weight=0.0, filter_weight=0.0), "both 0"),
         (lambda: CurriculumFrequencyMatching(schedule_over="epochs"), "unknown schedule_over 'epochs'"),
         (lambda: CurriculumFrequencyMatching(schedule_over="slots", slot_groups=0), "slot_groups must be"),
