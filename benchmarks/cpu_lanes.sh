@@ -33,7 +33,7 @@ run() {  # run <log name> <distill_table args...>
 dm50() { run dm50 --name dm_fashion_mnist --methods random dm hdd --ipc 50; }
 prune80() { run prune --name prune_fashion_mnist --methods dm --ipc 10 --prune hyperbolic random --keep 0.8; }
 # the spread-keeping hyperbolic rule at keep 20 % (docs/hdd.md: the central rule lost 7 points there)
-prunespread() { run prune --name prune_fashion_mnist --methods dm --ipc 10 --prune hyperbolic-spread --keep 0.2; }
+prunespread() { run prune --name prune_fashion_mnist --methods dm hdd --ipc 10 --prune hyperbolic-spread --keep 0.2; }
 idm() { run idm --name dm_fashion_mnist --methods idm idm+hdd --ipc "$@"; }
 idm10() { idm 10; }
 idm50() { idm 50; }
