@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import time
@@ -123,6 +124,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--imbalance", type=float, nargs="*", default=[None])
     parser.add_argument("--param", action="append", default=[], help="objective key=value for every method")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds, one cell each (the distillation's, and its models' as seed * 100 + model index), "
+                             "to see how much a row moves with the distilled set")
     parser.add_argument("--prune", nargs="*", default=[], choices=PRUNE_RULES,
                         help="also distil from the real pool pruned by these rules (keeping --keep of each class)")
     parser.add_argument("--keep", type=float, default=0.2, help="fraction of the real pool kept when pruning")
@@ -155,24 +159,22 @@ def main() -> None:
     except ValueError as exc:
         parser.error(f"--param {exc}")
     cells = []
-    for imbalance in args.imbalance:
-        for ipc in args.ipc:
-            for method in args.methods:
-                extra = dict(extra_params)
-                if imbalance is not None:
-                    extra["imbalance"] = imbalance
-                iterations = 0 if method == "random" else args.iterations
-                cells.append(Cell(args.dataset, method, ipc, iterations=iterations, extra=extra,
-                                  resample=method == "random"))
-                if method != "random":
-                    cells += [Cell(args.dataset, method, ipc, iterations=iterations,
-                                   extra={**extra, "prune": rule, "keep": args.keep}) for rule in args.prune]
+    for seed, imbalance, ipc, method in itertools.product(args.seeds, args.imbalance, args.ipc, args.methods):
+        extra = dict(extra_params)
+        if imbalance is not None:
+            extra["imbalance"] = imbalance
+        iterations = 0 if method == "random" else args.iterations
+        cells.append(Cell(args.dataset, method, ipc, iterations=iterations, seed=seed, extra=extra,
+                          resample=method == "random"))
+        if method != "random":
+            cells += [Cell(args.dataset, method, ipc, iterations=iterations, seed=seed,
+                           extra={**extra, "prune": rule, "keep": args.keep}) for rule in args.prune]
     start = time.perf_counter()
     paper = json.loads(PAPER_FILE.read_text()).get(args.name, []) if PAPER_FILE.is_file() else []
 
     def write(rows: list[dict]) -> None:
         rows = sorted(rows, key=lambda r: (r["extra"].get("imbalance") or 0, r["ipc"], r["method"],
-                                           objective_params(r["extra"])))
+                                           objective_params(r["extra"]), r["extra"].get("seed", 0)))
         table = [{"method": r["method"], "ipc": r["ipc"], "imbalance": r["extra"].get("imbalance", ""),
                   "real pool": f"{r['extra']['prune']} {r['extra']['keep']:.0%}" if "prune" in r["extra"] else "full",
                   "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
@@ -182,6 +184,10 @@ def main() -> None:
             for entry, row in zip(table, rows, strict=True):
                 entry["head / tail classes"] = "{:.1f} / {:.1f}".format(*head_tail(row["extra"]["per_class"]))
             columns.insert(6, "head / tail classes")
+        if any(row["extra"].get("seed", 0) for row in rows):  # rows repeated with other seeds (--seeds)
+            for entry, row in zip(table, rows, strict=True):
+                entry["seed"] = row["extra"].get("seed", 0)
+            columns.insert(columns.index("real pool") + 1, "seed")
         if any(objective_params(row["extra"]) for row in rows):  # e.g. a CFM schedule variant beside the default
             for entry, row in zip(table, rows, strict=True):
                 entry["params"] = objective_params(row["extra"]) or "default"

@@ -387,3 +387,29 @@ def test_results_of_a_table_filled_by_several_commands_list_them_all(tmp_path, m
     common.write_results("t", "python b.py --ipc 10", rows[:1], [], 1.0, markdown="table\n")
     assert "commands" not in json.loads((tmp_path / "t.json").read_text())
     assert "Commands behind" not in (tmp_path / "t.md").read_text()
+
+
+def test_distill_table_seeds_make_cells_of_their_own_and_a_seed_column(tables, monkeypatch):
+    distill_table = pytest.importorskip("distill_table")
+    monkeypatch.setattr(common, "RESULTS", tables / "results")
+    seeded = [table.Cell("digits", "random", 1, seed=seed, resample=True) for seed in (0, 5)]
+    table.run_table("seeds", seeded, _counting_builder([]), num_models=1, epochs=1)
+    built: list[list[str]] = []
+    def record_cells(name, cells, *args, **kwargs):
+        built.append([cell.key for cell in cells])
+        return []
+
+    monkeypatch.setattr(distill_table, "run_table", record_cells)
+    monkeypatch.setattr(sys, "argv", ["distill_table.py", "--name", "seeds", "--dataset", "digits", "--methods",
+                                      "dm", "--ipc", "1", "--iterations", "3", "--seeds", "0", "5",
+                                      "--prune", "random", "--keep", "0.5"])
+    distill_table.main()
+    assert built == [["digits-dm-ipc1-it3-s0", "digits-dm-ipc1-it3-s0-keep0.5-prunerandom",
+                      "digits-dm-ipc1-it3-s5", "digits-dm-ipc1-it3-s5-keep0.5-prunerandom"]]
+    monkeypatch.setattr(sys, "argv", ["distill_table.py", "--name", "seeds", "--dataset", "digits", "--methods",
+                                      "random", "--ipc", "1", "--seeds", "0", "5", "--report-only"])
+    distill_table.main()
+    lines = (tables / "results" / "seeds.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| method"))
+    assert "| real pool | seed |" in header
+    assert [line.split("|")[5].strip() for line in lines if line.startswith("| random")] == ["0", "5"]
