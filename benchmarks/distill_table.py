@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from common import Cells, markdown_table, objective_params, report_command, write_results
 from distillset.coreset import select_coreset
@@ -180,18 +181,19 @@ def main() -> None:
                   "iterations": r["iterations"], "accuracy": f"{r['mean']:.1f} ± {r['std']:.1f}", "n": r["n"],
                   "distill s": r["extra"]["build_seconds"]} for r in rows]
         columns = ["method", "ipc", "imbalance", "real pool", "iterations", "accuracy", "n", "distill s"]
+
+        def add_column(name: str, values: Sequence[Any], after: str) -> None:
+            for entry, value in zip(table, values, strict=True):
+                entry[name] = value
+            columns.insert(columns.index(after) + 1, name)
+
         if any(r["extra"].get("imbalance") for r in rows):  # long-tailed: head vs tail classes
-            for entry, row in zip(table, rows, strict=True):
-                entry["head / tail classes"] = "{:.1f} / {:.1f}".format(*head_tail(row["extra"]["per_class"]))
-            columns.insert(6, "head / tail classes")
-        if any(row["extra"].get("seed", 0) for row in rows):  # rows repeated with other seeds (--seeds)
-            for entry, row in zip(table, rows, strict=True):
-                entry["seed"] = row["extra"].get("seed", 0)
-            columns.insert(columns.index("real pool") + 1, "seed")
-        if any(objective_params(row["extra"]) for row in rows):  # e.g. a CFM schedule variant beside the default
-            for entry, row in zip(table, rows, strict=True):
-                entry["params"] = objective_params(row["extra"]) or "default"
-            columns.insert(1, "params")
+            add_column("head / tail classes", ["{:.1f} / {:.1f}".format(*head_tail(r["extra"]["per_class"]))
+                                               for r in rows], after="accuracy")
+        if any(r["extra"].get("seed", 0) for r in rows):  # rows repeated with other seeds (--seeds)
+            add_column("seed", [r["extra"].get("seed", 0) for r in rows], after="real pool")
+        if any(objective_params(r["extra"]) for r in rows):  # e.g. a CFM schedule variant beside the default
+            add_column("params", [objective_params(r["extra"]) or "default" for r in rows], after="method")
         md = markdown_table(table, columns)
         if paper:
             md += "\nPublished / reference numbers (not ours):\n\n" + markdown_table(

@@ -395,6 +395,7 @@ def test_distill_table_seeds_make_cells_of_their_own_and_a_seed_column(tables, m
     seeded = [table.Cell("digits", "random", 1, seed=seed, resample=True) for seed in (0, 5)]
     table.run_table("seeds", seeded, _counting_builder([]), num_models=1, epochs=1)
     built: list[list[str]] = []
+
     def record_cells(name, cells, *args, **kwargs):
         built.append([cell.key for cell in cells])
         return []
