@@ -28,10 +28,12 @@ demo: setup data
 	$(VENV)/bin/distillset demo --out $(DEMO_OUT)
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
 lint: setup
 	$(VENV)/bin/ruff check src benchmarks tests
+	$(VENV)/bin/lint-imports
 
 bench-speed: setup
 	$(PY) benchmarks/dm_speed.py --dataset fashion-mnist --ipc 10 --batch-real 256 --iterations 10 --rounds 4 --compile

@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common import RESULTS, ROOT, Cells
-from distillset.artifacts import atomic_write_json
-from distillset.engine.distiller import LOG_FILE
-from distillset.evaluate.protocol import EVALUATION_FILE
+from distillset.io import RunDir, atomic_write_json
 from distillset.report import build_report
 from table import ARTIFACTS, WORK
 
@@ -74,14 +72,14 @@ def run_dir_for(table: str, key: str, out_root: Path, cross_arch: str) -> Path:
     if run.exists():
         shutil.rmtree(run)
     shutil.copytree(artifact, run)
-    log = WORK / table / set_key / LOG_FILE
+    log = RunDir(WORK / table / set_key).log
     if log.is_file():
-        shutil.copy(log, run / LOG_FILE)
+        shutil.copy(log, RunDir(run).log)
     entries = {f"{key}-table": evaluation_entry(row["row"])}
     if cross_arch:
         sha256 = json.loads((artifact / "manifest.json").read_text())["tensors"]["sha256"]
         entries.update(cross_arch_entries(cross_arch, sha256, row["row"]["model"]))
-    atomic_write_json(run / EVALUATION_FILE, entries)
+    atomic_write_json(RunDir(run).evaluation, entries)
     return run
 
 

@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from distillset.artifacts import ArtifactError, atomic_write_json, load_run, read_manifest, save_run
+from distillset.artifacts import load_run, read_manifest, save_run
 from distillset.data.base import ImageSet
+from distillset.io import ArtifactError, atomic_write_json
 
 
 def _set(soft: bool = False) -> ImageSet:

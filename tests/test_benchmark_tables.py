@@ -260,7 +260,7 @@ def test_progress_reports_groups_trainings_and_claims(tables, monkeypatch):
         log = [{"iteration": i, "seconds": 2.0 * i, "loss": 1.0} for i in range(10, last + 1, 10)]
         (tables / "work" / "t" / name).mkdir(parents=True)
         (tables / "work" / "t" / name / "log.jsonl").write_text("\n".join(map(json.dumps, log)))
-    from distillset.artifacts import atomic_save_tensors
+    from distillset.io import atomic_save_tensors
 
     model_key = "digits-dm-ipc2-it100-s0-convnet3-e10-m0"
     atomic_save_tensors(tables / "work" / "t" / "eval" / model_key / "model0.safetensors", {"x": torch.zeros(1)},
@@ -280,7 +280,7 @@ def test_carry_takes_unfinished_work_through_git_and_back(tables, monkeypatch):
     for name, value in {"WORK": tables / "work", "ARTIFACTS": tables / "artifacts", "CELLS": tables / "cells",
                         "CARRY": tables / "carry", "ROOT": tables}.items():
         monkeypatch.setattr(carry, name, value)
-    from distillset.artifacts import atomic_save_tensors
+    from distillset.io import atomic_save_tensors
 
     work = tables / "work" / "t"
     files = {  # relative path -> tensors; the first three are unfinished work

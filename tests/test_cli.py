@@ -62,6 +62,7 @@ def test_evaluate_and_inspect(dm_run):
 
 def test_an_interrupted_evaluation_resumes_after_its_tested_models(dm_run, monkeypatch):
     from distillset.evaluate import protocol
+    from distillset.io import RunDir
 
     tested = protocol.test_accuracy
     calls = []
@@ -76,7 +77,7 @@ def test_an_interrupted_evaluation_resumes_after_its_tested_models(dm_run, monke
     args = ("evaluate", str(dm_run), "--models", "2", "--epochs", "2", "--seed", "5")
     result = invoke(*args)
     assert result.exit_code != 0
-    work = dm_run / protocol.EVALUATION_WORK_DIR / "convnet3-e2-n2-s5"
+    work = RunDir(dm_run).evaluation_work / "convnet3-e2-n2-s5"
     assert sorted(p.name for p in work.iterdir()) == ["model0.json"]
     result = invoke(*args)
     assert result.exit_code == 0, result.output

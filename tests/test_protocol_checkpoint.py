@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from distillset.artifacts import ArtifactError, CheckpointMismatchError
 from distillset.coreset import select_coreset
 from distillset.evaluate import EvalConfig, evaluate_synthetic, protocol
-from distillset.evaluate.protocol import TrainingCheckpoint, train_classifier, training_identity
+from distillset.io import ArtifactError, CheckpointMismatchError
 from distillset.nets import get_network
+from distillset.training import TrainingCheckpoint, train_classifier, training_identity
 
 CONFIG = EvalConfig(epochs=6, num_models=1, batch_size=8)  # lr decay at epoch 4; 20 images -> 3 batches/epoch
 CPU = torch.device("cpu")

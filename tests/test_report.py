@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from distillset.artifacts import atomic_write_json, save_run
+from distillset.artifacts import save_run
 from distillset.cli import app
 from distillset.data.base import ImageSet
+from distillset.io import atomic_write_json
 from distillset.report import build_report, evaluation_label, read_log
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

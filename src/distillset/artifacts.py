@@ -11,86 +11,20 @@ Loading recomputes the sha256 of the tensor file and refuses a mismatch. No pick
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from distillset import __version__
 from distillset.data.base import ImageSet
-
-TENSOR_FILE = "synthetic.safetensors"
-MANIFEST_FILE = "manifest.json"
-
-
-class ArtifactError(RuntimeError):
-    """A run directory is missing, corrupt or has been tampered with."""
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint exists but was made with different settings."""
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give the temp file the permissions a plain ``open(path, "w")`` would (mkstemp makes it 0600), then
-    rename it over ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def atomic_save_tensors(
-    path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> None:
-    """safetensors ``save_file`` through a temp file + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from distillset.io import ArtifactError, RunDir, atomic_save_tensors, atomic_write_json, sha256_file
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -128,12 +62,11 @@ def save_run(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save a synthetic set and its manifest into ``out_dir``; returns the manifest path."""
-    out = Path(out_dir)
+    run = RunDir(out_dir)
     tensors = {"images": synthetic.images.float(), "labels": synthetic.labels.long()}
     if synthetic.soft_labels is not None:
         tensors["soft_labels"] = synthetic.soft_labels.float()
-    tensor_path = out / TENSOR_FILE
-    atomic_save_tensors(tensor_path, tensors)
+    atomic_save_tensors(run.tensors, tensors)
     manifest = {
         "format": "distillset-run/1",
         "method": method,
@@ -145,19 +78,18 @@ def save_run(
         "config": dict(config),
         "wall_seconds": round(float(wall_seconds), 3),
         "environment": environment_info(),
-        "tensors": {"file": TENSOR_FILE, "sha256": sha256_file(tensor_path)},
+        "tensors": {"file": run.tensors_name, "sha256": sha256_file(run.tensors)},
         **(dict(extra) if extra else {}),
     }
-    manifest_path = out / MANIFEST_FILE
-    atomic_write_json(manifest_path, manifest)
-    return manifest_path
+    atomic_write_json(run.manifest, manifest)
+    return run.manifest
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / MANIFEST_FILE
+    path = RunDir(run_dir).manifest
     if not path.is_file():
         raise ArtifactError(
-            f"no {MANIFEST_FILE} in {run_dir}: not a distillset run directory "
+            f"no {path.name} in {run_dir}: not a distillset run directory "
             "(create one with `distillset distill` or `distillset coreset`)"
         )
     try:

@@ -13,8 +13,8 @@ from typing import Annotated, Any, NoReturn, Optional
 import torch
 import typer
 
-from distillset.artifacts import ArtifactError, CheckpointMismatchError, atomic_write_json, load_run, save_run
-from distillset.evaluate.protocol import EVALUATION_FILE, EVALUATION_WORK_DIR
+from distillset.artifacts import load_run, save_run
+from distillset.io import ArtifactError, CheckpointMismatchError, RunDir, atomic_write_json
 from distillset.registry import UnknownNameError, parse_key_values
 from distillset.runtime import keep_large_allocations
 
@@ -256,7 +256,7 @@ def evaluate(
     architectures, count = _architectures(model, models)
     count = num_models or count or 5
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0))
-    results_path = run / EVALUATION_FILE
+    results_path = RunDir(run).evaluation
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     dev = _device(device)
     try:
@@ -274,7 +274,7 @@ def evaluate(
     for arch in architectures:
         key = f"{arch}-e{epochs}-n{count}-s{seed}" + ("-elf" if elf_config else "") + (
             f"-{precision}" if precision != "fp32" else "")
-        training = run / EVALUATION_WORK_DIR / key  # tested models and the one in training: a rerun resumes
+        training = RunDir(run).evaluation_work / key  # tested models and the one in training: a rerun resumes
         try:
             config = EvalConfig(model=arch, epochs=epochs, num_models=count, precision=precision, seed=seed,
                                 compile=compile)
@@ -326,7 +326,7 @@ def inspect(
 
     synthetic, manifest = _open_run(run)
     typer.echo(json.dumps(manifest, indent=2, default=str))
-    path = grid or run / "grid.png"
+    path = grid or RunDir(run).grid
     save_image_grid(synthetic, dataset_info(manifest["dataset"]), path)
     typer.echo(f"image grid: {path}")
 
@@ -372,10 +372,10 @@ def spectrum(
     With several runs (e.g. DM, CFM and its fixed-filter ablations) every set is embedded by the same network
     and drawn against the same real spectrum; ridge-filter runs also get their beta levels (pooled plot).
     """
-    from distillset.coreset.features import trained_feature_network
     from distillset.data.base import ImageSet
     from distillset.evaluate.spectrum import image_ffc_spectra, plot_ffc_spectra
     from distillset.nets import get_network
+    from distillset.training import trained_feature_network
 
     if real_per_class < 1:
         _fail(f"--real-per-class must be >= 1, got {real_per_class}")
@@ -414,7 +414,7 @@ def spectrum(
         real_trace = float(spectra[0].real.sum())
         for name, (_, _, run_manifest) in named.items():
             levels.update(_ridge_beta_levels(name, run_manifest, real_trace))
-    path = out or runs[0] / "spectrum.png"
+    path = out or RunDir(runs[0]).spectrum
     title = (f"{', '.join(named)}: {manifest['dataset']} IPC {'/'.join(sorted({str(m['ipc']) for _, _, m in opened}))}"
              f", FFC spectrum, {network}")
     plot_ffc_spectra(spectra, path, title=title, levels=levels)
@@ -481,9 +481,9 @@ def demo(
         typer.echo(f"{name:8s} {format_mean_std(result.mean, result.std)}")
     lines += ["", "![dm](dm.png) ![random](random.png)", ""]
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write_json(out / "summary.json", summary)
-    (out / "report.md").write_text("\n".join(lines))
-    typer.echo(f"report: {out / 'report.md'} (summary.json, dm.png, random.png beside it)")
+    atomic_write_json(RunDir(out).summary, summary)
+    RunDir(out).report.write_text("\n".join(lines))
+    typer.echo(f"report: {RunDir(out).report} (summary.json, dm.png, random.png beside it)")
 
 
 @app.command()

@@ -34,10 +34,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from distillset.artifacts import atomic_write_json, load_run, save_run, sha256_file
+from distillset.artifacts import load_run, save_run
 from distillset.data import dataset_info
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.data.formats import IMAGE_SUFFIXES, list_images
+from distillset.io import atomic_write_json, sha256_file
 
 ExportFormat = Literal["ddranking", "imagefolder"]
 ImportFormat = Literal["dm", "ddranking", "imagefolder"]

@@ -21,11 +21,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from distillset.artifacts import atomic_write_bytes, load_run
+from distillset.artifacts import load_run
 from distillset.data import dataset_info
 from distillset.data.base import DatasetInfo, ImageSet
-from distillset.engine.distiller import LOG_FILE
-from distillset.evaluate.protocol import EVALUATION_FILE, format_mean_std
+from distillset.evaluate.protocol import format_mean_std
+from distillset.io import RunDir, atomic_write_bytes
 from distillset.visualize import image_grid
 
 GRID_IMAGES_PER_CLASS = 10
@@ -78,12 +78,12 @@ def load_record(run_dir: str | Path) -> RunRecord:
     """Load a run (verifying its hash), its log and its evaluations."""
     path = Path(run_dir)
     synthetic, manifest = load_run(path)
-    evaluation_path = path / EVALUATION_FILE
+    evaluation_path = RunDir(path).evaluation
     evaluations = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
     if not isinstance(evaluations, dict):
         raise ValueError(f"{evaluation_path} must hold a JSON object of evaluation entries")
     info = dataset_info(manifest["dataset"])
-    return RunRecord(path, manifest, synthetic, info, read_log(path / LOG_FILE), evaluations)
+    return RunRecord(path, manifest, synthetic, info, read_log(RunDir(path).log), evaluations)
 
 
 def evaluation_label(entry: dict[str, Any]) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from distillset.coreset.features import extract_features, trained_feature_network
 from distillset.coreset.selection import SELECTION_RULES, check_class_sizes, select_per_class
 from distillset.data.base import DatasetSplits, ImageSet
+from distillset.training import extract_features, trained_feature_network
 
 
 def select_coreset(
@@ -35,4 +35,4 @@ def select_coreset(
     return train.subset(indices)
 
 
-__all__ = ["SELECTION_RULES", "extract_features", "select_coreset", "select_per_class", "trained_feature_network"]
+__all__ = ["SELECTION_RULES", "select_coreset", "select_per_class"]

@@ -20,14 +20,15 @@ from torch import Tensor, nn
 
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.geometry.lorentz import (
+    UNIT_MEAN_NORM,
     check_curvature,
+    check_feature_scale,
     check_max_norm,
     distance_to_origin,
     expmap0,
     geodesic_distance,
     hyperbolic_centroid,
 )
-from distillset.objectives.hdd import UNIT_MEAN_NORM, check_feature_scale
 
 Reference = Literal["centroid", "origin"]
 Selection = Literal["central", "spread"]

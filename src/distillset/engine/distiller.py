@@ -29,7 +29,6 @@ from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from distillset.artifacts import CheckpointMismatchError, atomic_save_tensors
 from distillset.augment import DSA, DSAParams
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.engine.networks import (
@@ -39,13 +38,12 @@ from distillset.engine.networks import (
     TrainedNetworkQueue,
 )
 from distillset.engine.synthetic import expand, expanded_labels, pack
+from distillset.io import CheckpointMismatchError, RunDir, atomic_save_tensors
 from distillset.objectives import MatchingContext, get_objective
 from distillset.runtime import precision_autocast
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
 # The objective's generator is seeded with seed + this, apart from the stream of real batches and DSA draws.
 OBJECTIVE_STREAM_OFFSET = 2**32
-LOG_FILE = "log.jsonl"
 # Images per no-grad real forward pass. 256 keeps a chunk's activations (the first block's output: 256 x 128 x 32 x
 # 32 bf16 = 67 MB) near the caches: the DM step (Fashion-MNIST IPC 10, 2 threads) took 1.05 s against 1.16 s with
 # 1024-image chunks, and the features are bitwise the same (docs/methods.md). It also bounds peak memory.
@@ -248,7 +246,7 @@ class Distiller:
     def _apply(self, loss: Tensor) -> float:
         value = float(loss.detach())
         if not math.isfinite(value):
-            where = f" (last good checkpoint: {self.out_dir / CHECKPOINT_FILE})" if self.out_dir else ""
+            where = f" (last good checkpoint: {RunDir(self.out_dir).checkpoint})" if self.out_dir else ""
             raise FloatingPointError(
                 f"loss is {value} at iteration {self.iteration}{where}. Lower --lr-img or the objective's "
                 "weight, or check the real data for NaN values."
@@ -308,7 +306,7 @@ class Distiller:
         if self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / LOG_FILE, "a") as handle:
+        with open(RunDir(self.out_dir).log, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def _state(self) -> dict[str, Tensor]:
@@ -329,14 +327,14 @@ class Distiller:
             "elapsed": repr(self.elapsed),
             "config": json.dumps(self.config.identity(), sort_keys=True, default=str),
         }
-        atomic_save_tensors(self.out_dir / CHECKPOINT_FILE, self._state(), metadata=metadata)
+        atomic_save_tensors(RunDir(self.out_dir).checkpoint, self._state(), metadata=metadata)
         self._last_checkpoint = time.perf_counter()
 
     def load_checkpoint(self) -> bool:
         """Restore the state saved in ``out_dir``; returns False when there is none."""
-        if self.out_dir is None or not (self.out_dir / CHECKPOINT_FILE).is_file():
+        path = RunDir(self.out_dir).checkpoint if self.out_dir is not None else None
+        if path is None or not path.is_file():
             return False
-        path = self.out_dir / CHECKPOINT_FILE
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}

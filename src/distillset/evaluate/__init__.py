@@ -8,15 +8,8 @@ from distillset.evaluate.metrics import (
     improvement_over_random,
     label_robust_score,
 )
-from distillset.evaluate.protocol import (
-    EvalConfig,
-    EvalResult,
-    ModelResult,
-    evaluate_synthetic,
-    soft_cross_entropy,
-    test_accuracy,
-    train_classifier,
-)
+from distillset.evaluate.protocol import EvalResult, evaluate_synthetic
+from distillset.training import EvalConfig, ModelResult
 
 __all__ = [
     "ELFConfig",
@@ -33,7 +26,4 @@ __all__ = [
     "hard_label_recovery",
     "improvement_over_random",
     "label_robust_score",
-    "soft_cross_entropy",
-    "test_accuracy",
-    "train_classifier",
 ]

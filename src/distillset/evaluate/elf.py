@@ -27,17 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import distillset.coreset as coreset  # module import: distillset.coreset imports the protocol
+from distillset.coreset import select_coreset
 from distillset.data.base import DatasetInfo, DatasetSplits, ImageSet
-from distillset.evaluate.protocol import (
-    EvalConfig,
-    EvalResult,
-    ModelResult,
-    check_compatible,
-    evaluate_synthetic,
-    soft_cross_entropy,
-)
+from distillset.evaluate.protocol import EvalResult, check_compatible, evaluate_synthetic
 from distillset.nets import StagedNetwork, get_network
+from distillset.training import EvalConfig, ModelResult, soft_cross_entropy, trained_feature_network
 
 FeatureLoss = Literal["ce", "l2", "l1", "cos"]
 FEATURE_LOSSES: tuple[str, ...] = ("ce", "l2", "l1", "cos")
@@ -49,7 +43,7 @@ class ELFConfig:
     """ELF settings; defaults follow ``ELF_eval.sh`` (elf.md sections 3-5) except the feature-net training.
 
     The reference feature network is a width-512 ConvNet-3 trained 100 epochs with DSA (expert epoch 100);
-    here it is trained by :func:`~distillset.coreset.trained_feature_network` (no augmentation) for
+    here it is trained by :func:`~distillset.training.trained_feature_network` (no augmentation) for
     ``feature_epochs`` epochs on the whole train split, or on a class-balanced random subset of
     ``feature_train_size`` images, and cached on disk.
     """
@@ -225,9 +219,9 @@ def elf_feature_network(
                 f"feature_train_size={config.feature_train_size} must be a positive multiple of the "
                 f"{splits.info.num_classes} classes (a class-balanced random subset is drawn)"
             )
-        subset = coreset.select_coreset(splits, "random", per_class, seed=config.feature_seed)
+        subset = select_coreset(splits, "random", per_class, seed=config.feature_seed)
         splits = DatasetSplits(splits.info, subset, splits.test)
-    return coreset.trained_feature_network(
+    return trained_feature_network(
         splits, config.feature_model, epochs=config.feature_epochs, seed=config.feature_seed,
         device=device, progress=progress, network_options={"width": config.feature_width},
     )

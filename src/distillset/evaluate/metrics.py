@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import distillset.coreset as coreset  # module import: distillset.coreset imports the protocol
+from distillset.coreset import select_coreset
 from distillset.data.base import DatasetSplits, ImageSet
-from distillset.evaluate.protocol import EvalConfig, EvalResult, evaluate_synthetic, test_accuracy
+from distillset.evaluate.protocol import EvalResult, evaluate_synthetic
+from distillset.training import EvalConfig, test_accuracy, trained_feature_network
 
 Evaluator = Callable[[ImageSet, EvalConfig], EvalResult]
 """Trains ``config.num_models`` fresh networks on a set and tests them (e.g. evaluate_synthetic or ELF)."""
@@ -120,7 +121,7 @@ def random_real_subset(splits: DatasetSplits, synthetic: ImageSet, seed: int) ->
             f"IOR compares with a class-balanced random subset of the same size, but the set has per-class "
             f"counts {counts.tolist()}; evaluate a set with the same number of images in every class"
         )
-    return coreset.select_coreset(splits, "random", int(counts[0]), seed=seed)
+    return select_coreset(splits, "random", int(counts[0]), seed=seed)
 
 
 def full_data_accuracy(
@@ -128,12 +129,12 @@ def full_data_accuracy(
 ) -> float:
     """Test accuracy (percent) of ``model`` trained on the whole real train split, hard labels.
 
-    Uses the cached network of :func:`~distillset.coreset.trained_feature_network` (SGD, no augmentation,
+    Uses the cached network of :func:`~distillset.training.trained_feature_network` (SGD, no augmentation,
     ``epochs`` epochs): a different recipe from the synthetic-set protocol, as DD-Ranking's real-data
     training also is.
     """
     device = torch.device(device)
-    net = coreset.trained_feature_network(splits, model, epochs=epochs, seed=seed, device=device)
+    net = trained_feature_network(splits, model, epochs=epochs, seed=seed, device=device)
     config = EvalConfig(model=model)
     accuracy, _ = test_accuracy(net, splits.test, splits.info.num_classes, device=device, config=config)
     return accuracy

@@ -13,6 +13,7 @@ reference clamps the exponential map's norm (``EXP_MAX_NORM = 10``), which geoop
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from geoopt.manifolds.lorentz import math as lorentz_math
 from torch import Tensor
 
 CENTROID_EPS = 1e-8  # floor on |<a,a>_L| in the centroid, as the reference (Chen et al. 2022 code)
+UNIT_MEAN_NORM = "unit-mean-norm"
 
 
 def check_curvature(k: float) -> float:
@@ -131,3 +133,29 @@ def hyperbolic_centroid(points: Tensor, k: float = 1.0, *, weights: Tensor | Non
         ambient_mean = weights.to(points.dtype) @ points
     norm = (-minkowski_inner(ambient_mean, ambient_mean, keepdim=True)).abs().clamp_min(CENTROID_EPS).sqrt()
     return _curvature_tensor(k, points).sqrt() * ambient_mean / norm
+
+
+def check_feature_scale(feature_scale: float | str) -> float | str:
+    """Validate a feature scale: a number > 0, or ``'unit-mean-norm'``."""
+    if feature_scale == UNIT_MEAN_NORM:
+        return feature_scale
+    if isinstance(feature_scale, bool) or not (
+        isinstance(feature_scale, (int, float)) and math.isfinite(feature_scale) and feature_scale > 0
+    ):
+        raise ValueError(f"feature_scale must be a number > 0 or '{UNIT_MEAN_NORM}', got {feature_scale!r}")
+    return float(feature_scale)
+
+
+def resolve_feature_scale(feature_scale: float | str, reference_features: Sequence[Tensor]) -> Tensor:
+    """The factor features are multiplied by before the lift, as a detached 0-dim tensor.
+
+    A number is used as is. ``'unit-mean-norm'`` gives ``1 / mean_i ||v_i||`` over all rows of
+    ``reference_features`` (the real features of the step), so the real features have mean norm 1
+    and the clamp at ``max_norm * sqrt(k)`` only touches rows ``max_norm * sqrt(k)`` times longer than
+    the mean. The same factor is applied to the synthetic features, and no gradient flows through it.
+    """
+    first = reference_features[0]
+    if feature_scale != UNIT_MEAN_NORM:
+        return torch.tensor(float(feature_scale), dtype=first.dtype, device=first.device)
+    norms = torch.cat([torch.linalg.vector_norm(f.detach(), dim=-1) for f in reference_features])
+    return 1.0 / norms.mean().clamp_min(torch.finfo(norms.dtype).tiny)

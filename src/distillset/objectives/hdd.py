@@ -17,43 +17,18 @@ from torch import Tensor
 
 from distillset.geometry.lorentz import (
     check_curvature,
+    check_feature_scale,
     check_max_norm,
     expmap0,
     expmap0_clamp_mask,
     geodesic_distance,
     hyperbolic_centroid,
+    resolve_feature_scale,
 )
 from distillset.objectives import OBJECTIVES
 from distillset.objectives.base import MatchingContext, MatchingObjective
 
-UNIT_MEAN_NORM = "unit-mean-norm"
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-def check_feature_scale(feature_scale: float | str) -> float | str:
-    """Validate a feature scale: a number > 0, or ``'unit-mean-norm'``."""
-    if feature_scale == UNIT_MEAN_NORM:
-        return feature_scale
-    if isinstance(feature_scale, bool) or not (
-        isinstance(feature_scale, (int, float)) and math.isfinite(feature_scale) and feature_scale > 0
-    ):
-        raise ValueError(f"feature_scale must be a number > 0 or '{UNIT_MEAN_NORM}', got {feature_scale!r}")
-    return float(feature_scale)
-
-
-def resolve_feature_scale(feature_scale: float | str, reference_features: Sequence[Tensor]) -> Tensor:
-    """The factor features are multiplied by before the lift, as a detached 0-dim tensor.
-
-    A number is used as is. ``'unit-mean-norm'`` gives ``1 / mean_i ||v_i||`` over all rows of
-    ``reference_features`` (the real features of the step), so the real features have mean norm 1
-    and the clamp at ``max_norm * sqrt(k)`` only touches rows ``max_norm * sqrt(k)`` times longer than
-    the mean. The same factor is applied to the synthetic features, and no gradient flows through it.
-    """
-    first = reference_features[0]
-    if feature_scale != UNIT_MEAN_NORM:
-        return torch.tensor(float(feature_scale), dtype=first.dtype, device=first.device)
-    norms = torch.cat([torch.linalg.vector_norm(f.detach(), dim=-1) for f in reference_features])
-    return 1.0 / norms.mean().clamp_min(torch.finfo(norms.dtype).tiny)
 
 
 @OBJECTIVES.register("hdd")

@@ -1,4 +1,5 @@
-"""Feature space for coreset selection: a network trained on the full real data, cached on disk."""
+"""Feature networks: a network trained on the full real data (coreset selection, ELF, fair metrics), cached on
+disk."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from distillset.artifacts import atomic_save_tensors
 from distillset.data.base import DatasetSplits
-from distillset.evaluate.protocol import EvalConfig, train_classifier
+from distillset.io import atomic_save_tensors
 from distillset.nets import get_network
+from distillset.training.classifier import EvalConfig, train_classifier
 
 
 def cache_dir() -> Path:
