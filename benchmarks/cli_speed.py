@@ -1,0 +1,227 @@
+"""Seconds per DM iteration of the command a user types, with no speed flags, against the reference DM loop;
+and the wall time of ``distillset demo``.
+
+    python benchmarks/cli_speed.py --rounds 3
+    python benchmarks/cli_speed.py --demo            # times `distillset demo` (after set-up), one cell
+    python benchmarks/cli_speed.py --report-only     # rebuild results/cli_speed.json + .md from the cells
+
+* ``cli``: ``distillset distill --method dm --dataset fashion-mnist --ipc 10 --iterations N --out DIR``, a
+  separate process per run, nothing else on the command line: whatever the defaults choose (the manifest's
+  ``runtime`` record says what ran: precision, compile, threads).
+* ``reference``: the reference DM loop (VICO-UoE/DatasetCondensation ``main_DM.py``, re-implemented in
+  :func:`dm_speed.reference_style_step`: per-class forward passes, fp32, eager), in a process of its own
+  (``--reference-run N``) that loads the data and runs N steps, so both sides pay the same kind of start-up.
+
+Each side runs twice per round, with N1 and N2 iterations; the per-iteration time is
+(t(N2) - t(N1)) / (N2 - N1) of the processes' wall times, and start-up (imports, data, compilation, the first
+step's extra cost, saving) is t(N1) - N1 x that, reported separately. Rounds alternate the order of the two
+sides so a slow phase of a shared machine hits both alike; the rows give the median over rounds and the
+spread (min, max). Every timed process is a cell (``benchmarks/cells/cli_speed/``): a rerun continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Cells, markdown_table, report_command, write_results  # noqa: E402
+
+NAME = "cli_speed"
+ROOT = Path(__file__).resolve().parent.parent
+DISTILLSET = Path(sys.executable).with_name("distillset")
+CLI_ARGS = ["distill", "--method", "dm", "--dataset", "fashion-mnist", "--ipc", "10"]
+
+
+def reference_run(iterations: int) -> None:
+    """Load Fashion-MNIST and run ``iterations`` steps of the reference DM loop (this process is timed)."""
+    import torch
+
+    from distillset.augment import DSA
+    from distillset.data import load_dataset
+    from dm_speed import reference_style_step
+
+    splits = load_dataset("fashion-mnist")
+    real, info = splits.train, splits.info
+    generator = torch.Generator().manual_seed(0)
+    synthetic = real.images[: info.num_classes * 10].clone().requires_grad_(True)
+    optimizer = torch.optim.SGD([synthetic], lr=1.0, momentum=0.5)
+    dsa = DSA("color_crop_cutout_flip_scale_rotate")
+    for iteration in range(iterations):
+        reference_style_step(real, info, synthetic, optimizer, 10, 256, generator, dsa, iteration)
+
+
+def timed(command: list[str]) -> float:
+    """Wall seconds of ``command`` (a failure stops the benchmark with its output)."""
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return seconds
+
+
+def run_cell(cells: Cells, impl: str, iterations: int, round_index: int) -> dict[str, Any]:
+    key = f"{impl}-n{iterations}-r{round_index}"
+    record = cells.get(key)
+    if record is not None:
+        return record
+    if impl == "cli":
+        out = Path(tempfile.mkdtemp(prefix="cli_speed_"))
+        try:
+            seconds = timed([str(DISTILLSET), *CLI_ARGS, "--iterations", str(iterations), "--out", str(out)])
+            manifest = json.loads((out / "manifest.json").read_text())
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        record = {"seconds": seconds, "runtime": manifest.get("runtime"), "config": {
+            k: manifest["config"].get(k) for k in ("real_precision", "compile", "batch_real", "model")}}
+    else:
+        seconds = timed([sys.executable, __file__, "--reference-run", str(iterations)])
+        record = {"seconds": seconds, "runtime": {"precision": "fp32", "compile": False}}
+    record.update(impl=impl, iterations=iterations, round=round_index, nice=os.nice(0),
+                  load_average=list(os.getloadavg()))
+    cells.put(key, record)
+    print(key, json.dumps({k: record[k] for k in ("seconds", "runtime", "load_average")}), flush=True)
+    return record
+
+
+def run_demo(cells: Cells, round_index: int) -> None:
+    """Time ``distillset demo`` into a fresh folder (set-up already done: the venv exists)."""
+    key = f"demo-r{round_index}"
+    if cells.get(key) is not None:
+        return
+    out = Path(tempfile.mkdtemp(prefix="cli_speed_demo_"))
+    try:
+        seconds = timed([str(DISTILLSET), "demo", "--out", str(out)])
+        summary = json.loads((out / "summary.json").read_text())
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    record = {"seconds": seconds, "summary": summary, "nice": os.nice(0), "load_average": list(os.getloadavg())}
+    cells.put(key, record)
+    print(key, json.dumps({"seconds": seconds, "load_average": record["load_average"]}), flush=True)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
+            "max": round(max(values), 4)}
+
+
+def build_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Per-iteration and start-up seconds per side, the speed-up, and the demo's wall time."""
+    timing = [r for r in records if r.get("impl") in ("cli", "reference")]
+    by = {(r["impl"], r["round"], r["iterations"]): r for r in timing}
+    rounds = sorted({r["round"] for r in timing})
+    per_iter: dict[str, dict[int, float]] = {"cli": {}, "reference": {}}
+    startup: dict[str, dict[int, float]] = {"cli": {}, "reference": {}}
+    counts: dict[str, list[int]] = {}
+    for impl in per_iter:
+        for round_index in rounds:
+            runs = sorted((n, r["seconds"]) for (i, ri, n), r in by.items() if i == impl and ri == round_index)
+            if len(runs) < 2:
+                continue
+            (n1, t1), (n2, t2) = runs[0], runs[-1]
+            per_iter[impl][round_index] = (t2 - t1) / (n2 - n1)
+            startup[impl][round_index] = t1 - n1 * per_iter[impl][round_index]
+            counts[impl] = [n1, n2]
+    paired = [r for r in rounds if r in per_iter["cli"] and r in per_iter["reference"]]
+    rows, table = [], []
+    runtime = next((r["runtime"] for r in timing if r["impl"] == "cli" and r.get("runtime")), {})
+    for impl in ("cli", "reference"):
+        values = [per_iter[impl][r] for r in paired]
+        if not values:
+            continue
+        starts = [startup[impl][r] for r in paired]
+        settings = runtime if impl == "cli" else {"precision": "fp32", "compile": False}
+        extra = {"impl": impl, "per_round": [round(v, 4) for v in values], **spread(values),
+                 "startup_seconds": spread(starts), "startup_per_round": [round(s, 2) for s in starts],
+                 "iterations_per_run": counts[impl], "settings": settings,
+                 "command": (" ".join(["distillset", *CLI_ARGS, "--iterations", "N", "--out", "DIR"]) if impl == "cli"
+                             else "python benchmarks/cli_speed.py --reference-run N")}
+        rows.append({"dataset": "fashion-mnist", "method": "dm", "ipc": 10, "model": "convnet3",
+                     "metric": "sec_per_iter", "mean": round(statistics.median(values), 4),
+                     "std": round(statistics.pstdev(values), 4), "n": len(values),
+                     "iterations": counts[impl][1] - counts[impl][0], "epochs": 0, "extra": extra})
+        table.append({"side": impl, "s / iteration, median (min-max)":
+                      f"{extra['median']} ({extra['min']}-{extra['max']})",
+                      "start-up s, median (min-max)": f"{extra['startup_seconds']['median']} "
+                      f"({extra['startup_seconds']['min']}-{extra['startup_seconds']['max']})",
+                      "runs (iterations)": f"{counts[impl][0]} and {counts[impl][1]}",
+                      "settings": json.dumps({k: settings.get(k) for k in ("precision", "compile", "threads")
+                                              if k in settings})})
+    if paired:
+        ratios = [per_iter["reference"][r] / per_iter["cli"][r] for r in paired]
+        rows.append({"dataset": "fashion-mnist", "method": "dm", "ipc": 10, "model": "convnet3",
+                     "metric": "speedup_per_iter", "mean": round(statistics.median(ratios), 2),
+                     "std": round(statistics.pstdev(ratios), 2), "n": len(ratios), "iterations": 0, "epochs": 0,
+                     "extra": {"per_round": [round(r, 2) for r in ratios], **spread(ratios),
+                               "definition": "reference sec_per_iter / cli sec_per_iter, same round"}})
+    md = markdown_table(table, ["side", "s / iteration, median (min-max)", "start-up s, median (min-max)",
+                                "runs (iterations)", "settings"])
+    if paired:
+        per_round = ", ".join(map(str, rows[-1]["extra"]["per_round"]))
+        md += (f"\nSpeed-up per iteration, CLI defaults vs reference loop: **{rows[-1]['mean']}x** median over "
+               f"{len(paired)} alternating rounds (per round: {per_round}).\n")
+    demos = [r for r in records if str(r.get("key", "")).startswith("demo-")]
+    if demos:
+        seconds = [r["seconds"] for r in demos]
+        summary = demos[-1]["summary"]
+        rows.append({"dataset": summary["dataset"], "method": "demo", "ipc": summary["ipc"], "model": "convnet3",
+                     "metric": "wall_seconds", "mean": round(statistics.median(seconds), 1),
+                     "std": round(statistics.pstdev(seconds), 1), "n": len(seconds),
+                     "iterations": summary["iterations"], "epochs": summary["evaluation"]["epochs"],
+                     "extra": {"per_run": [round(s, 1) for s in seconds], "command": "distillset demo --out DIR",
+                               "load_average": [r["load_average"] for r in demos],
+                               "nice": [r["nice"] for r in demos],
+                               "accuracy": {k: summary[k]["mean"] for k in ("dm", "random") if k in summary}}})
+        md += (f"\n`distillset demo` (what `make demo` runs after set-up): {rows[-1]['mean']} s median over "
+               f"{len(seconds)} run(s) ({', '.join(f'{s:.0f}' for s in seconds)} s), {summary['dataset']}, "
+               f"IPC {summary['ipc']}.\n")
+    loads = [r["load_average"][0] for r in records if "load_average" in r]
+    if loads:
+        md += (f"\nShared 2-core machine: 1-minute load average {min(loads):.1f}-{max(loads):.1f} during the runs "
+               "(other jobs ran at the same time; alternating rounds spread their effect over both sides).\n")
+    return rows, md
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cli-iterations", type=int, nargs=2, default=[5, 45], metavar=("N1", "N2"))
+    parser.add_argument("--reference-iterations", type=int, nargs=2, default=[2, 12], metavar=("N1", "N2"))
+    parser.add_argument("--demo", action="store_true", help="time `distillset demo` instead (one more cell)")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the result files from the cells")
+    parser.add_argument("--reference-run", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.reference_run is not None:
+        reference_run(args.reference_run)
+        return
+    cells = Cells(NAME)
+    started = time.perf_counter()
+    if args.demo:
+        run_demo(cells, len([r for r in cells.all() if str(r.get("key", "")).startswith("demo-")]))
+    elif not args.report_only:
+        iterations = {"cli": args.cli_iterations, "reference": args.reference_iterations}
+        for round_index in range(args.rounds):
+            order = ("cli", "reference") if round_index % 2 == 0 else ("reference", "cli")
+            for position in range(2):  # N1 of both sides, then N2 of both sides
+                for impl in order:
+                    run_cell(cells, impl, iterations[impl][position], round_index)
+    records = cells.all()
+    rows, md = build_rows(records)
+    write_results(NAME, report_command(NAME, args.report_only or args.demo), rows, [],
+                  sum(r["seconds"] for r in records) or time.perf_counter() - started, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
