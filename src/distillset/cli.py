@@ -44,9 +44,30 @@ def _parse_params(values: list[str] | None) -> dict[str, Any]:
         _fail(f"--param {exc}")
 
 
-def _open_run(run: Path) -> tuple[Any, dict[str, Any]]:
-    """A run's set and manifest (hash verified), or a clear CLI error."""
+TRUSTED_KEYS_ENV = "DISTILLSET_TRUSTED_KEYS"
+
+
+def _trusted_keys(require: bool, keys: list[Path] | None) -> list[Path]:
+    """The public keys a run must be signed with: ``--trusted-key`` (repeatable), else $DISTILLSET_TRUSTED_KEYS
+    (paths joined by the OS path separator); none means no signature is required, unless ``require``."""
+    import os
+
+    found = list(keys or []) or [Path(k) for k in os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if k]
+    if require and not found:
+        _fail(f"--require-signature needs the publisher's public key: pass --trusted-key PUB.pem or set "
+              f"{TRUSTED_KEYS_ENV}")
+    return found
+
+
+def _open_run(run: Path, trusted_keys: list[Path] | None = None) -> tuple[Any, dict[str, Any]]:
+    """A run's set and manifest (hash, manifest and consistency verified), or a clear CLI error. With trusted
+    keys (argument or $DISTILLSET_TRUSTED_KEYS) the run must also carry a valid signature from one of them."""
+    keys = trusted_keys if trusted_keys else _trusted_keys(False, None)
     try:
+        if keys:
+            from distillset.security.signing import load_trusted_run
+
+            return load_trusted_run(run, keys)
         return load_run(run)
     except ArtifactError as exc:
         _fail(str(exc))
@@ -242,6 +263,11 @@ def evaluate(
         typer.Option(help="Full-data accuracy for HLR: ARCH=PERCENT or PERCENT (repeatable); else trained."),
     ] = None,
     full_data_epochs: Annotated[int, typer.Option(help="Epochs of the full-data network when HLR must train one.")] = 3,
+    require_signature: Annotated[bool, typer.Option(
+        "--require-signature", help="Refuse the run unless a trusted key signed it (docs/security.md).")] = False,
+    trusted_key: Annotated[Optional[list[Path]], typer.Option(
+        help="Publisher's public key (repeatable); implies --require-signature. Default: $DISTILLSET_TRUSTED_KEYS.",
+    )] = None,
     data_root: DataRoot = None,
     seed: Seed = 0,
     device: Device = "cpu",
@@ -252,7 +278,7 @@ def evaluate(
     from distillset.evaluate.metrics import fair_metrics as compute_fair_metrics
     from distillset.evaluate.protocol import format_mean_std
 
-    synthetic, manifest = _open_run(run)
+    synthetic, manifest = _open_run(run, _trusted_keys(require_signature, trusted_key))
     architectures, count = _architectures(model, models)
     count = num_models or count or 5
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0))
@@ -540,6 +566,124 @@ def report(
     except (ArtifactError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"report: {path}")
+
+
+@app.command()
+def keygen(
+    key: Annotated[Path, typer.Argument(help="Private key file to create (PEM, mode 0600).")],
+    public: Annotated[Optional[Path], typer.Option(help="Public key file (default: KEY with .pub.pem).")] = None,
+) -> None:
+    """Create an ed25519 key pair for signing run folders (never overwrites a key)."""
+    from distillset.security.signing import generate_keypair
+
+    public = public or key.with_name(key.name.removesuffix(".pem") + ".pub.pem")
+    try:
+        fingerprint = generate_keypair(key, public)
+    except (FileExistsError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"private key {key} (0600, keep it secret), public key {public} (share it); key id {fingerprint}")
+
+
+@app.command()
+def sign(
+    run: Annotated[Path, typer.Argument(help="Run directory to sign.")],
+    key: Annotated[Path, typer.Option(help="Private key (PEM) from `distillset keygen`.")],
+) -> None:
+    """Sign a run folder (its whole manifest and tensor file) with an ed25519 key: writes signature.json."""
+    from distillset.security.signing import sign_run
+
+    try:
+        path = sign_run(run, key)
+    except ArtifactError as exc:
+        _fail(str(exc))
+    typer.echo(f"signed {run}: {path}")
+
+
+@app.command()
+def verify(
+    run: Annotated[Path, typer.Argument(help="Run directory to check.")],
+    key: Annotated[list[Path], typer.Option(help="Trusted public key (PEM), repeatable.")],
+) -> None:
+    """Check a run's signature against trusted public keys and that nothing changed since it was signed."""
+    from distillset.security.signing import load_trusted_run, verify_run
+
+    try:
+        verified = verify_run(run, key)
+        load_trusted_run(run, key)
+    except ArtifactError as exc:
+        _fail(str(exc))
+    typer.echo(f"OK: {run} is signed by trusted key {verified.key_id} and unchanged")
+
+
+@app.command()
+def scan(
+    run: Annotated[Path, typer.Argument(help="Run directory to scan for a backdoor.")],
+    threshold: Annotated[float, typer.Option(help="Anomaly index above which the set is flagged.")] = 2.0,
+    steps: Annotated[int, typer.Option(help="Trigger optimisation steps per class.")] = 100,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the result as JSON here.")] = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """Look for a backdoor in a set from the set alone (trigger reverse-engineering; docs/security.md).
+    Exit code 0: nothing found, 3: flagged."""
+    from distillset.data import dataset_info
+    from distillset.security.scan import ScanConfig, scan_set
+
+    synthetic, manifest = _open_run(run)
+    result = scan_set(synthetic, dataset_info(manifest["dataset"]),
+                      ScanConfig(threshold=threshold, steps=steps, seed=seed), device=_device(device))
+    if out is not None:
+        atomic_write_json(out, {"run": str(run), **result.to_dict()})
+    verdict = "FLAGGED: likely backdoor" if result.flagged else "no backdoor found"
+    typer.echo(f"{verdict}; suspect class {result.suspect_class}, anomaly index {result.anomaly_index:.2f} "
+               f"(threshold {threshold}); reversed-trigger mask L1 per class: "
+               + " ".join(f"{v:.1f}" for v in result.mask_l1))
+    if result.flagged:
+        raise typer.Exit(code=3)
+
+
+attack_app = typer.Typer(help="Attacks on distilled sets, for auditing defences only (docs/security.md).",
+                         no_args_is_help=True)
+app.add_typer(attack_app, name="attack")
+
+
+@attack_app.command("dark")
+def attack_dark(
+    run: Annotated[Path, typer.Argument(help="Run directory to attack.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write the poisoned set to.")],
+    trigger: Annotated[str, typer.Option(help="patch or blended.")] = "patch",
+    target: Annotated[int, typer.Option(help="Class that triggered inputs should be sent to.")] = 0,
+    alpha: Annotated[float, typer.Option(help="Weight of the backdoor term (paper code: 0.6).")] = 0.6,
+    trigger_size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 1,
+    trigger_value: Annotated[float, typer.Option(help="Patch value in normalised space.")] = 10.0,
+    blend_ratio: Annotated[float, typer.Option(help="Blended trigger: weight of the noise pattern.")] = 0.2,
+    trajectory_points: Annotated[int, typer.Option(help="Trajectory points 0..N (paper code: 10).")] = 10,
+    match_steps: Annotated[int, typer.Option(help="Image updates per point (paper code: 101).")] = 101,
+    width: Annotated[Optional[int], typer.Option(help="Width of the attacker's ConvNets (default 128).")] = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """Dark Distillation: inject a backdoor into a distilled set without raw data (research/audit tool)."""
+    from distillset.data import dataset_info
+    from distillset.security.dark_distillation import DarkDistillationConfig, dark_distillation
+    from distillset.security.triggers import TriggerSpec
+
+    synthetic, manifest = _open_run(run)
+    try:
+        config = DarkDistillationConfig(
+            target=target, alpha=alpha, trajectory_points=trajectory_points, match_steps=match_steps, width=width,
+            seed=seed, trigger=TriggerSpec(kind=trigger, size=trigger_size, value=trigger_value,  # type: ignore[arg-type]
+                                           blend_ratio=blend_ratio, pattern_seed=seed))
+        result = dark_distillation(synthetic, dataset_info(manifest["dataset"]), config, device=_device(device),
+                                   progress=True)
+    except ValueError as exc:
+        _fail(str(exc))
+    save_run(out, result.poisoned, method=manifest["method"], dataset=manifest["dataset"], ipc=manifest["ipc"],
+             seed=manifest["seed"], config=manifest.get("config", {}), wall_seconds=result.seconds,
+             extra={"kind": "poisoned", "attack": {"name": "dark-distillation", **config.to_dict()},
+                    "source": {"run": str(run), "sha256": manifest["tensors"]["sha256"]}})
+    typer.echo(f"poisoned set written to {out} in {result.seconds:.1f} s (target {target}, {trigger} trigger); "
+               "for auditing defences only")
 
 
 def main() -> None:
