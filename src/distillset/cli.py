@@ -16,13 +16,21 @@ import typer
 from distillset.artifacts import load_run, save_run
 from distillset.io import ArtifactError, CheckpointMismatchError, RunDir, atomic_write_json
 from distillset.registry import UnknownNameError, parse_key_values
-from distillset.runtime import keep_large_allocations
+from distillset.runtime import PRECISIONS, apply_process_settings, default_compile, resolve_precision, runtime_record
 
 app = typer.Typer(help="distillset: dataset distillation toolkit.", no_args_is_help=True, add_completion=False)
 
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset files.")]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for reproducible runs.")]
+Precision = Annotated[str, typer.Option(
+    "--precision", help="auto: bf16 autocast where the hardware has native bf16 (CPU with AMX / AVX-512 BF16, or "
+                        "CUDA), else fp32; or fp32 / bf16. Weights and synthetic images stay fp32.")]
+Compile = Annotated[Optional[bool], typer.Option(
+    "--compile/--no-compile", show_default="compile",
+    help="torch.compile the networks; falls back to eager, with one warning, where compilation fails.")]
+Models = Annotated[Optional[str], typer.Option(
+    "--models", "--num-models", metavar="N", help="Networks trained per architecture (--num-models: same).")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -34,6 +42,23 @@ def _device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         _fail("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
     return torch.device(name)
+
+
+def _speed(precision: str, compile: bool | None, device: torch.device) -> tuple[str, bool]:
+    """The precision that runs on ``device`` (``auto`` resolved) and whether to compile (default: on)."""
+    if precision not in PRECISIONS:
+        _fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return resolve_precision(precision, device), default_compile() if compile is None else compile
+
+
+def _count(models: str | None, default: int) -> int:
+    """``--models N``: a positive number of networks."""
+    if models is None:
+        return default
+    if not models.isdigit() or int(models) < 1:
+        _fail(f"--models is the number of networks per architecture (a positive integer), got {models!r}; "
+              "name architectures with --model, e.g. --model convnet3,resnet18")
+    return int(models)
 
 
 def _parse_params(values: list[str] | None) -> dict[str, Any]:
@@ -73,11 +98,15 @@ def _open_run(run: Path, trusted_keys: list[Path] | None = None) -> tuple[Any, d
         _fail(str(exc))
 
 
-def _load(dataset: str, data_root: Path | None, imbalance: float | None, seed: int):
+def _load(dataset: str, data_root: Path | None, imbalance: float | None, seed: int,
+          bias: dict[str, Any] | None = None):
+    """``bias``: ``{"ratio": rho, "severity": s}`` for biased datasets (``--bias-ratio``, ``--severity``)."""
     from distillset.data import DatasetNotFoundError, load_dataset
 
+    bias = bias or {}
     try:
-        return load_dataset(dataset, data_root, imbalance=imbalance, seed=seed)
+        return load_dataset(dataset, data_root, imbalance=imbalance, seed=seed, bias_ratio=bias.get("ratio"),
+                            severity=bias.get("severity", 2))
     except (DatasetNotFoundError, UnknownNameError, ValueError) as exc:
         _fail(str(exc))
 
@@ -110,6 +139,8 @@ def coreset(
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/coreset"),
     imbalance: Annotated[Optional[float], typer.Option(help="Imbalance ratio for *-lt datasets.")] = None,
     feature_epochs: Annotated[int, typer.Option(help="Epochs of the real-data feature network.")] = 3,
+    precision: Precision = "auto",
+    compile: Compile = None,
     seed: Seed = 0,
     device: Device = "cpu",
     data_root: DataRoot = None,
@@ -117,17 +148,21 @@ def coreset(
     """Select a coreset of real images and save it as a run."""
     from distillset.coreset import select_coreset
 
+    dev = _device(device)
+    precision, compile = _speed(precision, compile, dev)
     splits = _load(dataset, data_root, imbalance, seed)
     start = time.perf_counter()
     try:
-        subset = select_coreset(
-            splits, method, ipc, seed=seed, feature_epochs=feature_epochs, device=_device(device), progress=True
-        )
+        subset = select_coreset(splits, method, ipc, seed=seed, feature_epochs=feature_epochs, device=dev,
+                                progress=True, precision=precision, compile=compile)
     except (UnknownNameError, ValueError) as exc:
         _fail(str(exc))
     config = {"method": method, "feature_model": "convnet3", "feature_epochs": feature_epochs, "imbalance": imbalance}
+    if method != "random":  # the feature network's training settings
+        config.update(feature_precision=precision, feature_compile=compile)
     save_run(out, subset, method=method, dataset=dataset, ipc=ipc, seed=seed, config=config,
-             wall_seconds=time.perf_counter() - start, extra={"kind": "coreset", "imbalance": imbalance})
+             wall_seconds=time.perf_counter() - start,
+             extra={"kind": "coreset", "imbalance": imbalance, "runtime": runtime_record(dev, precision, compile)})
     typer.echo(f"saved {len(subset)} images to {out}")
 
 
@@ -151,6 +186,13 @@ def distill(
     param: Annotated[Optional[list[str]], typer.Option(help="Objective hyperparameter key=value (repeatable).")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class shard, e.g. 0,1,2.")] = None,
     imbalance: Annotated[Optional[float], typer.Option(help="Imbalance ratio for *-lt datasets.")] = None,
+    bias_ratio: Annotated[Optional[float], typer.Option(
+        help="Biased datasets (*-colour, *-corrupted): bias-aligned fraction of each class, e.g. 0.95.")] = None,
+    severity: Annotated[int, typer.Option(help="Bias severity 1..4 of biased datasets.")] = 2,
+    debias: Annotated[str, typer.Option(
+        help="none, or kde: draw real images with inverse-density weights (docs/biased.md).")] = "none",
+    debias_param: Annotated[Optional[list[str]], typer.Option(
+        help="Debias setting key=value (repeatable), e.g. embedding=trained, bandwidth_scale=0.1.")] = None,
     prune_ratio: Annotated[Optional[float], typer.Option(help="Keep this fraction of the real pool (pruning).")] = None,
     prune_rule: Annotated[
         str, typer.Option(help="Pruning rule: hyperbolic (most central), hyperbolic-spread or random.")
@@ -159,8 +201,12 @@ def distill(
     checkpoint_minutes: Annotated[float, typer.Option(help="Also checkpoint after this many minutes (0 = off).")] = 10,
     eval_every: Annotated[int, typer.Option(help="Quick evaluation every N iterations (0 = never).")] = 0,
     eval_epochs: Annotated[int, typer.Option(help="Epochs of the periodic quick evaluation.")] = 300,
-    real_precision: Annotated[str, typer.Option(help="fp32 or bf16 for passes over real data.")] = "fp32",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (DM, IDM).")] = False,
+    precision: Annotated[str, typer.Option(
+        "--precision", "--real-precision",
+        help="Of the passes over real data (the no-grad real features; IDM's queue training): auto (bf16 where the "
+             "hardware has native bf16, CPU with AMX / AVX-512 BF16 or CUDA, else fp32), fp32 or bf16. The "
+             "synthetic images and their gradients stay fp32.")] = "auto",
+    compile: Compile = None,
     seed: Seed = 0,
     device: Device = "cpu",
     data_root: DataRoot = None,
@@ -173,11 +219,14 @@ def distill(
         _fail(f"--method '{method}' must name one method or a comma list of different methods")
 
     dev = _device(device)
-    splits = _load(dataset, data_root, imbalance, seed)
+    precision, compile = _speed(precision, compile, dev)
+    bias = {"ratio": bias_ratio, "severity": severity} if bias_ratio is not None else None
+    splits = _load(dataset, data_root, imbalance, seed, bias)
     overrides: dict[str, Any] = {
+        "debias": debias, "debias_params": _parse_params(debias_param),
         "ipc": ipc, "iterations": iterations, "batch_real": batch_real, "init": init, "model": model,
         "seed": seed, "checkpoint_every": checkpoint_every, "checkpoint_seconds": 60 * checkpoint_minutes,
-        "real_precision": real_precision, "compile": compile,
+        "real_precision": precision, "compile": compile,
         "objective_params": _parse_params(param),
     }
     if lr_img is not None:
@@ -202,7 +251,8 @@ def distill(
     if eval_every:
         from distillset.evaluate import EvalConfig, evaluate_synthetic
 
-        quick = EvalConfig(model=model, epochs=eval_epochs, num_models=1, seed=seed)
+        quick = EvalConfig(model=model, epochs=eval_epochs, num_models=1, seed=seed, precision=precision,
+                           compile=compile)
 
         def evaluate(synthetic):
             result = evaluate_synthetic(synthetic, splits.test, splits.info, quick, device=dev)
@@ -224,31 +274,20 @@ def distill(
         save_run(run_dir, synthetic, method=name, dataset=dataset, ipc=ipc, seed=seed,
                  config=asdict(distiller.config), wall_seconds=distiller.elapsed,
                  extra={"kind": "distilled", "imbalance": imbalance, "prune": prune_info,
-                        "session_seconds": round(time.perf_counter() - start, 3), **together})
+                        "session_seconds": round(time.perf_counter() - start, 3), **together,
+                        **({"bias": bias} if bias is not None else {}),
+                        "runtime": runtime_record(dev, distiller.config.real_precision, distiller.config.compile)})
         typer.echo(f"saved {len(synthetic)} images to {run_dir}")
-
-
-def _architectures(model: str | None, models: str | None) -> tuple[list[str], int | None]:
-    """``--models`` is a count (issue 3 style) or a comma list of architectures (issue 7 style)."""
-    count = None
-    names = model
-    if models is not None:
-        if models.isdigit():
-            count = int(models)
-        else:
-            names = models if names is None else f"{names},{models}"
-    return [n.strip() for n in (names or "convnet3").split(",") if n.strip()], count
 
 
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run directory written by distill or coreset.")],
-    model: Annotated[Optional[str], typer.Option(help="Architecture(s), comma-separated.")] = None,
-    models: Annotated[Optional[str], typer.Option(help="Number of models, or architectures (comma list).")] = None,
-    num_models: Annotated[Optional[int], typer.Option(help="Networks trained per architecture.")] = None,
+    model: Annotated[str, typer.Option(help="Architecture(s), comma-separated, e.g. convnet3,resnet18.")] = "convnet3",
+    models: Models = None,
     epochs: Annotated[int, typer.Option(help="Training epochs (paper protocol: 1000).")] = 1000,
-    precision: Annotated[str, typer.Option(help="fp32 or bf16 autocast for training.")] = "fp32",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile each trained network.")] = False,
+    precision: Precision = "auto",
+    compile: Compile = None,
     elf: Annotated[
         bool, typer.Option("--elf", help="Train with ELF distillation features (docs/evaluation.md).")
     ] = False,
@@ -273,25 +312,34 @@ def evaluate(
     device: Device = "cpu",
 ) -> None:
     """Train fresh networks on a run's set and test them on the real test split."""
-    from distillset.evaluate import EvalConfig, evaluate_synthetic
+    from distillset.data import BiasedSplits
+    from distillset.evaluate import EvalConfig, evaluate_biased, evaluate_synthetic
     from distillset.evaluate.elf import ELFConfig, evaluate_elf
     from distillset.evaluate.metrics import fair_metrics as compute_fair_metrics
     from distillset.evaluate.protocol import format_mean_std
 
     synthetic, manifest = _open_run(run, _trusted_keys(require_signature, trusted_key))
-    architectures, count = _architectures(model, models)
-    count = num_models or count or 5
-    splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0))
+    architectures = [name.strip() for name in model.split(",") if name.strip()]
+    count = _count(models, 5)
+    splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0),
+                   manifest.get("bias"))
     results_path = RunDir(run).evaluation
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     dev = _device(device)
+    precision, compile = _speed(precision, compile, dev)
     try:
         elf_config = ELFConfig(**_parse_params(elf_param)) if elf else None
     except (TypeError, ValueError) as exc:
         _fail(f"--elf-param: {exc}")
     full_accuracies = _full_data_accuracies(full_data_accuracy, architectures)
 
+    bias_groups: dict[str, dict[str, Any]] = {}  # biased datasets: aligned / conflicting accuracy by architecture
+
     def run_evaluation(images, config, checkpoint_dir=None):
+        if elf_config is None and isinstance(splits, BiasedSplits):
+            biased = evaluate_biased(images, splits, config, device=dev, progress=True, checkpoint_dir=checkpoint_dir)
+            bias_groups.setdefault(config.model, {k: v for k, v in biased.to_dict().items() if k != "test_split"})
+            return biased.protocol
         if elf_config is None:
             return evaluate_synthetic(images, splits.test, splits.info, config, device=dev, progress=True,
                                       checkpoint_dir=checkpoint_dir)
@@ -306,6 +354,8 @@ def evaluate(
                                 compile=compile)
             result = run_evaluation(synthetic, config, training)
             entry = result.to_dict()
+            if arch in bias_groups:
+                entry["bias"] = bias_groups[arch]
             if fair_metrics:
                 entry["fair_metrics"] = compute_fair_metrics(
                     synthetic, splits, config, evaluate=run_evaluation, synthetic_result=result,
@@ -313,11 +363,15 @@ def evaluate(
                 ).to_dict()
         except (UnknownNameError, ValueError, FloatingPointError, CheckpointMismatchError, ArtifactError) as exc:
             _fail(str(exc))
+        entry["runtime"] = runtime_record(dev, precision, compile)
         results[key] = entry
         atomic_write_json(results_path, results)
         shutil.rmtree(training, ignore_errors=True)
         typer.echo(f"{arch + (' +ELF' if elf_config else ''):17s} {format_mean_std(result.mean, result.std)}  "
                    f"(n={count}, {epochs} epochs, final epoch)")
+        if "bias" in entry:
+            typer.echo(f"{'':17s} " + "  ".join(f"{group} {format_mean_std(v['mean'], v['std'])}"
+                                                for group, v in entry["bias"].items() if isinstance(v, dict)))
         if fair_metrics:
             fair = entry["fair_metrics"]
             typer.echo(f"{'':17s} IOR {format_mean_std(fair['ior_mean'], fair['ior_std'])}  "
@@ -357,23 +411,6 @@ def inspect(
     typer.echo(f"image grid: {path}")
 
 
-def _ridge_beta_levels(name: str, manifest: dict[str, Any], real_trace: float) -> dict[str, float]:
-    """The ridge beta(s) of a run's objective (CFM start/end, low/high-pass beta) in FFC eigenvalue units.
-
-    The objectives set beta relative to tr(FFC_real) of the step's real features; ``real_trace`` is that
-    trace for the plotted real features. Runs whose objective has no ridge beta give no levels.
-    """
-    from distillset.objectives import get_objective
-
-    config = manifest.get("config", {})
-    try:
-        settings = get_objective(config.get("objective", ""), **config.get("objective_params", {})).config()
-    except (UnknownNameError, TypeError, ValueError):
-        return {}
-    labels = {"beta": "\u03b2", "beta_start": "\u03b2 start", "beta_end": "\u03b2 end"}
-    return {f"{name} {label}": settings[key] * real_trace for key, label in labels.items() if key in settings}
-
-
 @app.command()
 def spectrum(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (one or more, same dataset), plotted together.")],
@@ -398,10 +435,7 @@ def spectrum(
     With several runs (e.g. DM, CFM and its fixed-filter ablations) every set is embedded by the same network
     and drawn against the same real spectrum; ridge-filter runs also get their beta levels (pooled plot).
     """
-    from distillset.data.base import ImageSet
-    from distillset.evaluate.spectrum import image_ffc_spectra, plot_ffc_spectra
-    from distillset.nets import get_network
-    from distillset.training import trained_feature_network
+    from distillset.evaluate.spectrum import compare_spectra, plot_ffc_spectra
 
     if real_per_class < 1:
         _fail(f"--real-per-class must be >= 1, got {real_per_class}")
@@ -416,30 +450,11 @@ def spectrum(
     named = {method if methods.count(method) == 1 else f"{method} ({run.name})": (run, images, run_manifest)
              for method, (run, images, run_manifest) in zip(methods, opened, strict=True)}
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), seed)
-    dev = _device(device)
-    info = splits.info
-    if trained_epochs > 0:
-        net = trained_feature_network(splits, model, epochs=trained_epochs, seed=seed, device=dev)
-        network = f"{model} trained {trained_epochs} epochs on real data"
-    else:
-        net = get_network(model, info.channels, info.num_classes, info.image_size, seed=seed).to(dev)
-        network = f"{model}, random init (seed {seed})"
-    net.eval()
-    generator = torch.Generator().manual_seed(seed)
-    picks = []
-    for c in range(info.num_classes):
-        members = splits.train.class_indices(c)
-        picks.append(members[torch.randperm(len(members), generator=generator)[:real_per_class]])
-    real = splits.train.subset(torch.cat(picks))
-    synthetic_sets = {name: ImageSet(images.images.to(dev), images.labels.to(dev))
-                      for name, (_, images, _) in named.items()}
-    spectra = image_ffc_spectra(net.embed, ImageSet(real.images.to(dev), real.labels.to(dev)), synthetic_sets,
-                                per_class=per_class)
-    levels: dict[str, float] = {}
-    if not per_class:
-        real_trace = float(spectra[0].real.sum())
-        for name, (_, _, run_manifest) in named.items():
-            levels.update(_ridge_beta_levels(name, run_manifest, real_trace))
+    comparison = compare_spectra(
+        splits, {name: (images, run_manifest.get("config", {})) for name, (_, images, run_manifest) in named.items()},
+        model=model, trained_epochs=trained_epochs, real_per_class=real_per_class, per_class=per_class, seed=seed,
+        device=_device(device))
+    spectra, levels, network = comparison.panels, comparison.levels, comparison.network
     path = out or RunDir(runs[0]).spectrum
     title = (f"{', '.join(named)}: {manifest['dataset']} IPC {'/'.join(sorted({str(m['ipc']) for _, _, m in opened}))}"
              f", FFC spectrum, {network}")
@@ -463,53 +478,39 @@ def spectrum(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's runs and report.")] = Path("runs/demo"),
-    ipc: Annotated[int, typer.Option(help="Images per class.")] = 10,
+    ipc: Annotated[
+        Optional[int], typer.Option(help="Images per class (default: 10 on Fashion-MNIST, 1 on the digits).")
+    ] = None,
     iterations: Annotated[int, typer.Option(help="DM iterations.")] = 200,
     epochs: Annotated[int, typer.Option(help="Evaluation epochs (paper protocol: 1000).")] = 300,
-    num_models: Annotated[int, typer.Option(help="Networks trained per set.")] = 2,
+    models: Models = None,
+    precision: Precision = "auto",
+    compile: Compile = None,
     data_root: DataRoot = None,
     seed: Seed = 0,
     device: Device = "cpu",
 ) -> None:
-    """The main job on an embedded default: distil with DM, compare with a random real subset, report."""
-    from distillset.coreset import select_coreset
+    """The main job on an embedded default: distil with DM, compare with random real images, report.
+
+    Uses Fashion-MNIST where it is installed, else the embedded scikit-learn digits; --models networks
+    (default 2) are trained per set."""
     from distillset.data import available_datasets
-    from distillset.engine import Distiller, config_for_method
-    from distillset.evaluate import EvalConfig, evaluate_synthetic
-    from distillset.evaluate.protocol import format_mean_std
-    from distillset.visualize import save_image_grid
+    from distillset.report import run_demo
 
     dev = _device(device)
+    precision, compile = _speed(precision, compile, dev)
     found = {name for name, ok, _ in available_datasets(data_root) if ok}
     dataset = "fashion-mnist" if "fashion-mnist" in found else "digits"
     typer.echo(f"demo dataset: {dataset} ({'Debian package' if dataset == 'fashion-mnist' else 'embedded fallback'})")
     splits = _load(dataset, data_root, None, seed)
-    start = time.perf_counter()
-    config = config_for_method("dm", ipc=ipc, iterations=iterations, seed=seed, real_precision="bf16")
-    distiller = Distiller(splits.train, splits.info, config, out_dir=out / "dm", device=dev, progress=True)
-    sets = {"dm": distiller.run(resume=True)}
-    save_run(out / "dm", sets["dm"], method="dm", dataset=dataset, ipc=ipc, seed=seed, config=asdict(config),
-             wall_seconds=distiller.elapsed, extra={"kind": "distilled"})
-    sets["random"] = select_coreset(splits, "random", ipc, seed=seed)
-    save_run(out / "random", sets["random"], method="random", dataset=dataset, ipc=ipc, seed=seed,
-             config={"method": "random"}, wall_seconds=0.0, extra={"kind": "coreset"})
-    eval_config = EvalConfig(epochs=epochs, num_models=num_models, seed=seed)
-    summary: dict[str, Any] = {"dataset": dataset, "ipc": ipc, "iterations": iterations,
-                               "evaluation": asdict(eval_config)}
-    lines = [f"# distillset demo: {dataset}, IPC {ipc}", "",
-             f"DM {iterations} iterations; ConvNet-3 trained {epochs} epochs, {num_models} models per set "
-             "(final-epoch test accuracy).", "", "| set | accuracy (%) |", "|---|---|"]
-    for name, synthetic in sets.items():
-        result = evaluate_synthetic(synthetic, splits.test, splits.info, eval_config, device=dev, progress=True)
-        summary[name] = result.to_dict()
-        save_image_grid(synthetic, splits.info, out / f"{name}.png")
-        lines.append(f"| {name} | {format_mean_std(result.mean, result.std)} |")
-        typer.echo(f"{name:8s} {format_mean_std(result.mean, result.std)}")
-    lines += ["", "![dm](dm.png) ![random](random.png)", ""]
-    summary["wall_seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write_json(RunDir(out).summary, summary)
-    RunDir(out).report.write_text("\n".join(lines))
-    typer.echo(f"report: {RunDir(out).report} (summary.json, dm.png, random.png beside it)")
+    try:
+        summary = run_demo(out, splits, ipc=ipc, iterations=iterations, epochs=epochs, num_models=_count(models, 2),
+                           precision=precision, compile=compile, seed=seed, device=dev, echo=typer.echo)
+    except (CheckpointMismatchError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"DM {summary['gain_points']:+.1f} points over random real images at IPC {summary['ipc']}; "
+               f"{summary['wall_seconds']:.0f} s")
+    typer.echo(f"report: {RunDir(out).report} (report.html, summary.json, dm.png, random.png beside it)")
 
 
 @app.command()
@@ -535,7 +536,9 @@ def import_(
     source: Annotated[Path, typer.Argument(help="DM result file (res_*.pt), DD-Ranking folder or image folder.")],
     dataset: Annotated[str, typer.Option(help="Dataset the set was distilled from (pixels are normalised with it).")],
     out: Annotated[Path, typer.Option(help="Run directory to create.")],
-    fmt: Annotated[str, typer.Option("--format", help="dm, ddranking or imagefolder.")] = "dm",
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto (detected from SOURCE), dm, ddranking or imagefolder.")
+    ] = "auto",
     method: Annotated[
         Optional[str], typer.Option(help="Method name for the manifest (default imported-FORMAT).")
     ] = None,
@@ -566,6 +569,65 @@ def report(
     except (ArtifactError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"report: {path}")
+
+
+teacher_app = typer.Typer(help="Teachers: networks trained on a full training split (docs/teachers.md).",
+                          no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+TeacherRoot = Annotated[Optional[Path], typer.Option(
+    "--root", help="Teacher folder (default: $DISTILLSET_CACHE/teachers, i.e. ~/.cache/distillset/teachers).")]
+
+
+@teacher_app.command("train")
+def teacher_train(
+    dataset: Annotated[str, typer.Option(help="Dataset name (see `distillset datasets`).")] = "fashion-mnist",
+    model: Annotated[str, typer.Option(help="Network (see docs/networks.md), e.g. convnet3, resnet18-in.")] = "convnet3",
+    epochs: Annotated[int, typer.Option(help="Passes over the training split (lr x0.1 after half).")] = 20,
+    dsa: Annotated[bool, typer.Option("--dsa/--no-dsa", help="DSA augmentation of every batch.")] = True,
+    width: Annotated[Optional[int], typer.Option(help="Network width (ConvNet: channels), e.g. 512.")] = None,
+    lr: Annotated[float, typer.Option(help="SGD learning rate.")] = 0.01,
+    precision: Precision = "auto",
+    compile: Compile = False,
+    root: TeacherRoot = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    data_root: DataRoot = None,
+) -> None:
+    """Train a teacher on the whole training split (resumable: rerun the same command), or show the stored one."""
+    from distillset.training.teachers import make_recipe, train_teacher
+
+    dev = _device(device)
+    precision, compile = _speed(precision, compile, dev)
+    splits = _load(dataset, data_root, None, seed)
+    try:
+        recipe = make_recipe(splits, model, epochs=epochs, dsa=dsa, seed=seed, precision=precision, device=dev,
+                             network_options={"width": width} if width is not None else None, lr=lr)
+        teacher = train_teacher(splits, recipe, root=root, device=dev, progress=True, compile=compile)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: rerun the same command to continue from the last checkpoint", err=True)
+        raise typer.Exit(code=130) from None
+    except (UnknownNameError, ValueError, TypeError, FloatingPointError, CheckpointMismatchError,
+            ArtifactError) as exc:
+        _fail(str(exc))
+    typer.echo(f"teacher {teacher.path}: test accuracy {teacher.test_accuracy:.2f}% "
+               f"({teacher.manifest['train_seconds']:.0f} s of training)")
+
+
+@teacher_app.command("list")
+def teacher_list(root: TeacherRoot = None) -> None:
+    """The stored teachers (and trainings that have a checkpoint but no result yet)."""
+    from distillset.training.teachers import list_teachers, teachers_in_training
+
+    found = list_teachers(root)
+    for manifest in found:
+        recipe = manifest["recipe"]
+        typer.echo(f"{manifest['path']}\n    {recipe['dataset']} {recipe['model']} {recipe['epochs']} epochs "
+                   f"{'DSA' if recipe['dsa'] else 'no aug.'} {recipe['precision']}: "
+                   f"{manifest['test_accuracy']:.2f}% ({manifest['train_seconds']:.0f} s)")
+    for folder in teachers_in_training(root):
+        typer.echo(f"{folder}\n    in training (resume with `distillset teacher train` and the same options)")
+    if not found:
+        typer.echo("no finished teachers; train one with `distillset teacher train --dataset D --model M`")
 
 
 @app.command()
@@ -686,8 +748,201 @@ def attack_dark(
                "for auditing defences only")
 
 
+vlcp_app = typer.Typer(help="VLCP: a diffusion model draws each image from an image and a text prototype "
+                            "(docs/vlcp.md; needs `pip install 'distillset[vlcp]'`).", no_args_is_help=True)
+app.add_typer(vlcp_app, name="vlcp")
+ModelDir = Annotated[Path, typer.Option("--model-dir", help="Diffusion model folder in diffusers layout (Stable "
+                                                            "Diffusion v1-5, or one made with train-diffusion).")]
+CaptionsFile = Annotated[Optional[Path], typer.Option("--captions", help="Captions JSONL (index, label, caption).")]
+Dataset = Annotated[str, typer.Option(help="Dataset name (see `distillset datasets`).")]
+Ipc = Annotated[int, typer.Option(help="Images per class (= k-means clusters per class).")]
+Contamination = Annotated[float, typer.Option(help="LOF contamination alpha (0: no outlier removal).")]
+Beta = Annotated[float, typer.Option(help="Words in at least this fraction of a class's captions are dropped.")]
+TopK = Annotated[int, typer.Option(help="Top words per cluster that score the captions.")]
+Faithful = Annotated[bool, typer.Option("--faithful-text", help="The authors' substring word matching.")]
+Prompt = Annotated[str, typer.Option(help="prototype (VLCP), label (class name) or none (image prototypes only).")]
+Strength = Annotated[float, typer.Option(help="img2img strength: fraction of the denoising steps run.")]
+Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale.")]
+Steps = Annotated[int, typer.Option(help="Denoising steps (at strength 1).")]
+Negative = Annotated[str, typer.Option(help="Negative prompt ('' for none).")]
+
+
+def _vlcp_config(**values: Any):
+    from distillset.generative.vlcp import VLCPConfig
+
+    try:
+        return VLCPConfig(**values)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _vlcp_errors() -> tuple[type[Exception], ...]:
+    from distillset.data import DatasetNotFoundError
+
+    return (FileNotFoundError, DatasetNotFoundError, ValueError, ImportError, CheckpointMismatchError, ArtifactError,
+            FloatingPointError, UnknownNameError)
+
+
+@vlcp_app.command("captions")
+def vlcp_captions(
+    out: Annotated[Path, typer.Option(help="Captions JSONL to write.")],
+    dataset: Dataset = "fashion-mnist",
+    source: Annotated[str, typer.Option(
+        help="measured (class name + attributes measured from the pixels; a stand-in) or llava.")] = "measured",
+    model_path: Annotated[Optional[Path], typer.Option(help="Local LLaVA checkpoint (transformers format).")] = None,
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+) -> None:
+    """Caption every training image (stage 1)."""
+    from distillset.generative.vlcp import caption_dataset
+
+    try:
+        path = caption_dataset(dataset, out, source=source, model_path=model_path, root=data_root, device=device)
+    except _vlcp_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"captions: {path}")
+
+
+@vlcp_app.command("train-diffusion")
+def vlcp_train_diffusion(
+    model_dir: ModelDir,
+    captions: Annotated[Path, typer.Option("--captions", help="Captions JSONL (index, label, caption).")],
+    dataset: Dataset = "fashion-mnist",
+    init: Annotated[str, typer.Option(help="existing (fine-tune the model in --model-dir) or tiny (create a small "
+                                           "model from scratch there if it has none).")] = "existing",
+    vae_steps: Annotated[int, typer.Option(help="VAE training steps (tiny models only).")] = 0,
+    unet_steps: Annotated[int, typer.Option(help="UNet training steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate of the UNet (and text encoder).")] = 1e-4,
+    train_text_encoder: Annotated[Optional[bool], typer.Option(
+        "--train-text-encoder/--freeze-text-encoder", show_default="train for tiny, freeze for existing")] = None,
+    image_size: Annotated[int, typer.Option(help="Tiny model: image size.")] = 32,
+    vae_channels: Annotated[str, typer.Option(help="Tiny model: VAE widths (halvings: n-1).")] = "16,32,32",
+    unet_channels: Annotated[str, typer.Option(help="Tiny model: UNet widths.")] = "32,64",
+    text_width: Annotated[int, typer.Option(help="Tiny model: text encoder width.")] = 64,
+    norm_groups: Annotated[int, typer.Option(help="Tiny model: group-norm groups.")] = 8,
+    data_root: DataRoot = None,
+    seed: Seed = 0,
+) -> None:
+    """Train a tiny latent-diffusion model, or fine-tune a local one, on the captioned training split (resumable:
+    rerun the same command)."""
+    from distillset.generative.diffusion import DiffusionTrainConfig, TinyModelConfig
+    from distillset.generative.vlcp import train_on_dataset
+
+    if init not in ("existing", "tiny"):
+        _fail(f"--init must be existing or tiny, got {init!r}")
+    try:
+        tiny = TinyModelConfig(image_size=image_size, vae_channels=tuple(int(c) for c in vae_channels.split(",")),
+                               unet_channels=tuple(int(c) for c in unet_channels.split(",")), text_width=text_width,
+                               norm_groups=norm_groups) if init == "tiny" else None
+        config = DiffusionTrainConfig(
+            vae_steps=vae_steps if init == "tiny" else 0, unet_steps=unet_steps, batch_size=batch_size, lr=lr,
+            train_text_encoder=init == "tiny" if train_text_encoder is None else train_text_encoder, seed=seed)
+        record = train_on_dataset(dataset, model_dir, captions, config, tiny=tiny, root=data_root)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: rerun the same command to continue from the last checkpoint", err=True)
+        raise typer.Exit(code=130) from None
+    except _vlcp_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"model {model_dir}: {json.dumps(record.get('stages', {}))}")
+
+
+@vlcp_app.command("prototypes")
+def vlcp_prototypes(
+    model_dir: ModelDir,
+    out: Annotated[Path, typer.Option(help="Prototypes file (.safetensors) to write.")],
+    captions: CaptionsFile = None,
+    dataset: Dataset = "fashion-mnist",
+    ipc: Ipc = 10,
+    contamination: Contamination = 0.1,
+    beta: Beta = 0.7,
+    top_k: TopK = 30,
+    faithful_text: Faithful = False,
+    data_root: DataRoot = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """Image prototypes (VAE latents, LOF, k-means) and text prototypes (Algorithm 2) of every class."""
+    from distillset.data import load_dataset
+    from distillset.generative.vlcp import prototypes_of_dataset
+
+    config = _vlcp_config(ipc=ipc, contamination=contamination, beta=beta, top_k=top_k, faithful_text=faithful_text,
+                          seed=seed, prompt="prototype" if captions else "none")
+    try:
+        prototypes = prototypes_of_dataset(load_dataset(dataset, data_root), model_dir, captions, out, config,
+                                           device=device)
+    except _vlcp_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"prototypes: {out} ({len(prototypes.texts)} images)")
+
+
+@vlcp_app.command("synthesize")
+def vlcp_synthesize(
+    model_dir: ModelDir,
+    prototypes: Annotated[Path, typer.Option(help="Prototypes file from `distillset vlcp prototypes`.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    dataset: Dataset = "fashion-mnist",
+    prompt: Prompt = "prototype",
+    strength: Strength = 0.7,
+    guidance: Guidance = 10.0,
+    steps: Steps = 50,
+    negative_prompt: Negative = "cartoon, anime, painting",
+    data_root: DataRoot = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """img2img from every prototype into a run directory that `distillset evaluate` reads."""
+    from distillset.data import load_dataset
+    from distillset.generative.diffusion import load_pipeline
+    from distillset.generative.vlcp import Prototypes, save_vlcp_run
+
+    try:
+        loaded = Prototypes.load(prototypes)
+        ipc = int(loaded.labels.bincount().max())
+        config = _vlcp_config(ipc=ipc, prompt=prompt, strength=strength, guidance_scale=guidance, steps=steps,
+                              negative_prompt=negative_prompt, seed=seed)
+        info = load_dataset(dataset, data_root).info
+        manifest = save_vlcp_run(load_pipeline(model_dir, device), loaded, info, dataset, model_dir, out, config)
+    except _vlcp_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"run: {manifest.parent}")
+
+
+@vlcp_app.command("run")
+def vlcp_run(
+    model_dir: ModelDir,
+    out: Annotated[Path, typer.Option(help="Run directory to write (prototypes are kept there).")],
+    captions: CaptionsFile = None,
+    dataset: Dataset = "fashion-mnist",
+    ipc: Ipc = 10,
+    contamination: Contamination = 0.1,
+    beta: Beta = 0.7,
+    top_k: TopK = 30,
+    faithful_text: Faithful = False,
+    prompt: Prompt = "prototype",
+    strength: Strength = 0.7,
+    guidance: Guidance = 10.0,
+    steps: Steps = 50,
+    negative_prompt: Negative = "cartoon, anime, painting",
+    data_root: DataRoot = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """Prototypes and synthesis in one go (a rerun reuses the prototypes kept in the run directory)."""
+    from distillset.generative.vlcp import distill_vlcp
+
+    config = _vlcp_config(ipc=ipc, contamination=contamination, beta=beta, top_k=top_k, faithful_text=faithful_text,
+                          prompt=prompt, strength=strength, guidance_scale=guidance, steps=steps,
+                          negative_prompt=negative_prompt, seed=seed)
+    try:
+        manifest = distill_vlcp(dataset, model_dir, captions, out, config, root=data_root, device=device)
+    except _vlcp_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"run: {manifest.parent}")
+
+
 def main() -> None:
-    keep_large_allocations()
+    apply_process_settings()
     try:
         app()
     except ArtifactError as exc:  # pragma: no cover - defensive, commands catch their own
