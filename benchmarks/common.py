@@ -1,8 +1,7 @@
-"""Shared benchmark plumbing: resumable cells and the result format of shared/RESULTS.md.
+"""Shared benchmark plumbing: the result format (benchmarks/README.md) and finished records of the speed scripts.
 
-A benchmark is a grid of cells. Each finished cell is written to ``benchmarks/cells/<name>/<key>.json``
-(committed, so a table can be filled over several sessions); a rerun skips finished cells and rebuilds
-``benchmarks/results/<name>.json`` + ``.md`` from every cell on disk.
+Result files: ``benchmarks/results/<name>.json`` + ``.md``. The speed and SVR scripts keep each finished
+measurement in ``benchmarks/cells/<name>/<key>.json`` (:class:`Cells`), so a rerun skips what is done.
 """
 
 from __future__ import annotations
@@ -72,15 +71,6 @@ def command_line() -> str:
     return " ".join(["python", os.path.relpath(sys.argv[0], ROOT.parent), *sys.argv[1:]])
 
 
-def report_command(name: str, report_only: bool) -> str:
-    """The command to record in ``results/<name>.json``: this one, or for a ``--report-only`` rewrite the
-    command already recorded there (the one that ran the cells)."""
-    path = RESULTS / f"{name}.json"
-    if report_only and path.is_file():
-        return json.loads(path.read_text())["command"]
-    return command_line()
-
-
 class Cells:
     """Finished cells of one benchmark, one JSON file each."""
 
@@ -121,13 +111,9 @@ def write_results(
     wall_seconds: float,
     markdown: str | None = None,
     extra: dict[str, Any] | None = None,
+    results: Path = RESULTS,
 ) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (format of shared/RESULTS.md) and an optional ``.md``.
-
-    A table filled by several commands (other IPCs, a ``--build-only`` pass, rows reused from another table)
-    also lists, under ``commands``, every command that produced one of its rows (each row's
-    ``extra.command``), so ``command`` (the run that wrote the file) is not mistaken for all of them."""
-    behind = list(dict.fromkeys(row["extra"]["command"] for row in rows if "command" in row.get("extra", {})))
+    """Write ``<results>/<name>.json`` (format: benchmarks/README.md) and an optional ``.md``."""
     payload = {
         "benchmark": name,
         "command": command,
@@ -137,19 +123,14 @@ def write_results(
         "wall_seconds": round(float(wall_seconds), 1),
         "rows": rows,
         "paper": paper,
-        **({"commands": behind} if behind and behind != [command] else {}),
         **(extra or {}),
     }
-    path = RESULTS / f"{name}.json"
+    path = results / f"{name}.json"
     _atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     if markdown is not None:
-        ran_on = sorted({m for row in rows for m in row.get("extra", {}).get("machines", [])})
-        machines = f"{payload['machine']} (this run)" + (f"; models trained on: {'; '.join(ran_on)}" if ran_on else "")
         header = (f"# {name}\n\nCommand: `{command}`  \nCommit: `{payload['commit']}`  \n"
-                  f"Machine: {machines}  \nWall time: {payload['wall_seconds']} s\n\n")
-        if "commands" in payload:
-            header += "Commands behind the rows:\n\n" + "".join(f"- `{c}`\n" for c in payload["commands"]) + "\n"
-        _atomic_write_text(RESULTS / f"{name}.md", header + markdown)
+                  f"Machine: {payload['machine']}  \nWall time: {payload['wall_seconds']} s\n\n")
+        _atomic_write_text(results / f"{name}.md", header + markdown)
     return path
 
 
