@@ -1,15 +1,13 @@
-"""The example HTML report (docs/example-report.html) from finished benchmark cells.
+"""The example HTML report (docs/example-report.html) from published sets and their result rows.
 
     python benchmarks/example_report.py --table dm_fashion_mnist \
-        --cells fashion-mnist-dm-ipc10-it2000-s0 fashion-mnist-hdd-ipc10-it2000-s0 \
-        fashion-mnist-random-ipc10-it0-s0-resampled
+        --sets fashion-mnist-dm-ipc10-it2000-s0 fashion-mnist-hdd-ipc10-it2000-s0 fashion-mnist-random-ipc10-it0-s0
 
-Each cell becomes a run directory under benchmarks/work/report/ (the saved set and manifest, the distillation's
-log.jsonl when benchmarks/work still has it, and an evaluation.json made from the cell's evaluated models),
-and `distillset.report.build_report` renders them. A resampled cell (random baseline: a new subset per model)
-shows the set of its first model; its accuracy row is over all of its subsets, as in the result table.
-Rows of the cross-architecture result (`--cross-arch`, default `cross_arch_elf`) evaluated on the same set
-(same tensor hash) are added to that run: ResNet-18 / ResNetAP-10 columns, with and without ELF.
+Each set is a published artifact, ``benchmarks/artifacts/<table>/<set>``, and the report names it by that path;
+its accuracy row is the table's row of that set (``benchmarks/results/<table>.json``). For the random baseline
+(a new subset per model) the set shown is the first subset and the row is over all of them, as in the table.
+Rows of the cross-architecture result (``--cross-arch``, default ``cross_arch_elf``) on the same set (same tensor
+hash) are added: ResNet-18 / ResNetAP-10 columns, with and without ELF.
 """
 
 from __future__ import annotations
@@ -19,15 +17,24 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, ROOT, Cells
+from common import RESULTS, ROOT
 from distillset.io import RunDir, atomic_write_json
 from distillset.report import build_report
-from table import ARTIFACTS, WORK
 
-RESAMPLED = "-resampled"
+ARTIFACTS = ROOT / "artifacts"
+ROW_TAGS = ("imbalance", "keep", "prune")
+
+
+def set_key(row: dict[str, Any]) -> str:
+    """The published set a table row was measured on, as named under benchmarks/artifacts/<table>/ (for a row
+    with a new subset per model, the first subset)."""
+    extra = row["extra"]
+    tags = "".join(f"-{k}{v}" for k, v in sorted(extra.items()) if k in ROW_TAGS or k.startswith("param_"))
+    return f"{row['dataset']}-{row['method']}-ipc{row['ipc']}-it{row['iterations']}-s{extra.get('seed', 0)}{tags}"
 
 
 def evaluation_entry(row: dict[str, Any]) -> dict[str, Any]:
@@ -61,24 +68,20 @@ def cross_arch_entries(result: str, set_sha256: str, skip_model: str) -> dict[st
 
 
 def run_dir_for(table: str, key: str, out_root: Path, cross_arch: str) -> Path:
-    row = Cells(table).get(key)
-    if row is None:
-        sys.exit(f"cell {key!r} of {table!r} is not finished (no benchmarks/cells/{table}/{key}.json)")
-    set_key = key.removesuffix(RESAMPLED)
-    artifact = ARTIFACTS / table / set_key
-    if not (artifact / "manifest.json").is_file():
-        sys.exit(f"no saved set for {set_key!r} in {artifact}")
-    run = out_root / key
-    if run.exists():
-        shutil.rmtree(run)
+    """A copy of the published set ``key`` of ``table`` under ``out_root`` at the artifact's own relative path,
+    with an evaluation.json made from its result row (and the cross-architecture rows on the same set)."""
+    rows = [row for row in json.loads((RESULTS / f"{table}.json").read_text())["rows"] if set_key(row) == key]
+    if len(rows) != 1:
+        sys.exit(f"{len(rows)} rows of benchmarks/results/{table}.json were measured on {key!r}; name one set")
+    artifact = ARTIFACTS / table / key
+    if not RunDir(artifact).manifest.is_file():
+        sys.exit(f"no published set {artifact}")
+    run = out_root / artifact.relative_to(ROOT.parent)
     shutil.copytree(artifact, run)
-    log = RunDir(WORK / table / set_key).log
-    if log.is_file():
-        shutil.copy(log, RunDir(run).log)
-    entries = {f"{key}-table": evaluation_entry(row["row"])}
+    entries = {f"{key}-table": evaluation_entry(rows[0])}
     if cross_arch:
-        sha256 = json.loads((artifact / "manifest.json").read_text())["tensors"]["sha256"]
-        entries.update(cross_arch_entries(cross_arch, sha256, row["row"]["model"]))
+        sha256 = json.loads(RunDir(artifact).manifest.read_text())["tensors"]["sha256"]
+        entries.update(cross_arch_entries(cross_arch, sha256, rows[0]["model"]))
     atomic_write_json(RunDir(run).evaluation, entries)
     return run
 
@@ -86,15 +89,19 @@ def run_dir_for(table: str, key: str, out_root: Path, cross_arch: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default="dm_fashion_mnist")
-    parser.add_argument("--cells", nargs="+", required=True, help="cell keys (file names in benchmarks/cells/TABLE)")
+    parser.add_argument("--sets", nargs="+", required=True,
+                        help="published sets (folders in benchmarks/artifacts/TABLE)")
     parser.add_argument("--out", type=Path, default=ROOT.parent / "docs" / "example-report.html")
     parser.add_argument("--title", default="distillset example report")
     parser.add_argument("--caption", default="")
     parser.add_argument("--cross-arch", default="cross_arch_elf",
                         help="result file whose rows on the same sets are added ('' for none)")
     args = parser.parse_args()
-    runs = [Path(os.path.relpath(run_dir_for(args.table, key, WORK / "report", args.cross_arch))) for key in args.cells]
-    path = build_report(runs, args.out, title=args.title, caption=args.caption)
+    out = args.out.resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [run_dir_for(args.table, key, Path(tmp), args.cross_arch).relative_to(tmp) for key in args.sets]
+        os.chdir(tmp)  # the report names each set by its path: the artifact's, relative to the repository
+        path = build_report(runs, out, title=args.title, caption=args.caption)
     print(f"report: {path}")
 
 
