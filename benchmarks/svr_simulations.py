@@ -91,6 +91,8 @@ def summarise(per_rep: dict[str, list[dict[str, float]]], base: dict[str, Any]) 
         if "epsilon_hat" in records[0]:
             for key in ("epsilon_hat", "sigma_hat", "n_iter"):
                 extra[f"{key}_mean"] = round(float(np.mean([r[key] for r in records])), 4)
+            extra["n_iter_max"] = int(max(r["n_iter"] for r in records))
+            extra["max_iter"] = METHODS[method](0)[-1].max_iter
         for metric in ("rmse", "fit_seconds"):
             mean, std = mean_std(r[metric] for r in records)
             rows.append(
@@ -143,10 +145,18 @@ def run_cell(function: str, noise_kind: str, sd: float, n_train: int, repetition
     return per_rep
 
 
-COMPARISON_COLUMNS = [*[f"RMSE {m}" for m in METHODS], "WL/CV RMSE", "WL ≤ CV", "ε̂", *[f"ms {m}" for m in METHODS]]
+COMPARISON_COLUMNS = [
+    *[f"RMSE {m}" for m in METHODS],
+    "WL/CV RMSE",
+    "WL ≤ CV",
+    "ε̂",
+    "n_iter",
+    *[f"ms {m}" for m in METHODS],
+]
 COMPARISON_NOTE = (
     "`WL/CV RMSE` is the mean per-repetition (per-split) ratio wl_svr / svr_cv_epsilon, `WL ≤ CV` the fraction of "
-    "repetitions where wl_svr is at least as accurate, ε̂ the mean estimated standardised insensitivity; `ms` are "
+    "repetitions where wl_svr is at least as accurate, ε̂ the mean estimated standardised insensitivity, `n_iter` "
+    f"the mean (max) number of (ε, σ) estimates of wl_svr (max_iter = {WorkingLikelihoodSVR().max_iter}); `ms` are "
     "single-thread CPU milliseconds per fit, including the CV search or the cross-fitted residuals."
 )
 
@@ -165,6 +175,7 @@ def comparison_line(cell_rows: list[dict[str, Any]], digits: int = 4) -> dict[st
             "WL/CV RMSE": f"{wl['rmse_ratio_to_cv_mean']:.3f}",
             "WL ≤ CV": f"{wl['win_rate_vs_cv']:.2f}",
             "ε̂": f"{wl['epsilon_hat_mean']:.2f}",
+            "n_iter": f"{wl['n_iter_mean']:.1f} ({wl['n_iter_max']})",
         }
     )
     return line

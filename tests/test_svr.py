@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import integrate, stats
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from distillset.svr import (
+    SMALL_SAMPLE_SIZE,
+    SmallSampleWarning,
     WorkingLikelihoodSVR,
     epsilon_laplace,
     fit_working_likelihood,
@@ -98,6 +104,27 @@ def test_min_outside_fraction_bounds_the_tube_for_uniform_noise() -> None:
     assert estimate.epsilon > 5.0  # uniform-like: the tube is the core, the Laplace tails are thin
 
 
+def test_min_outside_count_hand_computed() -> None:
+    # |r| = 0.2, 0.4, ..., 1.0 (n = 5). The 10% bound alone admits the tube e = 0.8 (one residual outside):
+    # T = 0.2, σ = (0.2 + √(0.04 + 4·5·0.2·0.8)) / 10 = 0.2, ε = 4, G = 5 log 2 + 1.
+    residuals = np.array([0.2, -0.4, 0.6, -0.8, 1.0])
+    loose = fit_working_likelihood(residuals, min_outside_fraction=0.1)
+    assert (loose.epsilon, loose.sigma, loose.at_bound) == (pytest.approx(4.0), pytest.approx(0.2), True)
+    assert loose.loss == pytest.approx(5 * np.log(2) + 1)
+    # Three residuals outside: candidates e ∈ {0, 0.2, 0.4}; G = 5.9116, 5.6636, 5.3198, so e = 0.4 with
+    # T = 1.2 and σ = (1.2 + √(1.44 + 4·5·1.2·0.4)) / 10, on the bound.
+    bounded = fit_working_likelihood(residuals, min_outside_fraction=0.1, min_outside_count=3)
+    sigma = (1.2 + np.sqrt(11.04)) / 10
+    assert bounded.sigma == pytest.approx(sigma)
+    assert bounded.epsilon == pytest.approx(0.4 / sigma)
+    assert bounded.loss == pytest.approx(5 * np.log(2 * (sigma + 0.4)) + 1.2 / sigma)
+    assert bounded.at_bound
+    # Where the likelihood optimum leaves enough residuals outside, the count changes nothing.
+    gaussian = np.random.default_rng(8).normal(size=400)
+    assert fit_working_likelihood(gaussian, min_outside_count=5) == fit_working_likelihood(gaussian)
+    assert not fit_working_likelihood(gaussian).at_bound
+
+
 def test_fit_working_likelihood_rejects_degenerate_input() -> None:
     with pytest.raises(ValueError, match="no spread"):
         fit_working_likelihood(np.zeros(10))
@@ -105,6 +132,8 @@ def test_fit_working_likelihood_rejects_degenerate_input() -> None:
         fit_working_likelihood(np.ones(10), min_outside_fraction=0.0)
     with pytest.raises(ValueError, match="finite"):
         fit_working_likelihood([1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="min_outside_count"):
+        fit_working_likelihood(np.ones(10), min_outside_count=-1)
 
 
 # Stated tolerance at n = 5000: |ε̂ - ε| <= 0.1 (1 + ε) and |σ̂/σ - 1| <= 0.05. The sampling standard
@@ -125,7 +154,9 @@ def test_estimate_recovers_true_epsilon_on_working_density_draws(epsilon: float)
 
 @parametrize_with_checks([WorkingLikelihoodSVR(random_state=0)])
 def test_sklearn_estimator_checks(estimator, check) -> None:
-    check(estimator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)  # the checks' data sets have 10-30 samples
+        check(estimator)
 
 
 def test_estimator_recovers_true_epsilon_at_n_5000() -> None:
@@ -133,7 +164,8 @@ def test_estimator_recovers_true_epsilon_at_n_5000() -> None:
     rng = np.random.default_rng(6)
     X = rng.uniform(-1, 1, size=(5000, 1))
     y = 1 + 2 * X[:, 0] + epsilon_laplace.rvs(1.0, scale=0.3, size=5000, random_state=rng)
-    model = WorkingLikelihoodSVR(kernel="linear", cv=2, max_iter=1, random_state=0).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="max_iter=1"):
+        model = WorkingLikelihoodSVR(kernel="linear", cv=2, max_iter=1, random_state=0).fit(X, y)
     assert abs(model.epsilon_ - 1.0) <= 0.2
     assert model.sigma_ == pytest.approx(0.3, rel=0.05)
     assert model.n_iter_ == 1
@@ -155,10 +187,13 @@ def test_final_svr_uses_the_estimated_tube_and_noise_scaled_penalty() -> None:
     assert fixed.svr_.C == 2.0
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimator_is_affine_equivariant_in_y() -> None:
+    # Two estimates: the search jumps between the discrete candidates of eq. (4), so over many estimates
+    # libsvm's rounding-level differences (below) can send the two paths to different candidates.
     X, y = _sinc_data()
-    base = WorkingLikelihoodSVR(random_state=0).fit(X, y)
-    moved = WorkingLikelihoodSVR(random_state=0).fit(X, -50.0 * y + 3.0)
+    base = WorkingLikelihoodSVR(max_iter=2, random_state=0).fit(X, y)
+    moved = WorkingLikelihoodSVR(max_iter=2, random_state=0).fit(X, -50.0 * y + 3.0)
     # libsvm stops at a dual tolerance of 1e-3 (in standardised units), so rounding-level input changes move
     # the solution by about that much: compare at 5e-3 standardised units, i.e. 0.25 in units of 50 y.
     np.testing.assert_allclose(moved.predict(X), -50.0 * base.predict(X) + 3.0, atol=50.0 * 5e-3)
@@ -168,9 +203,63 @@ def test_estimator_is_affine_equivariant_in_y() -> None:
 
 def test_iteration_count_follows_max_iter_and_tol() -> None:
     X, y = _sinc_data()
-    assert WorkingLikelihoodSVR(max_iter=1, random_state=0).fit(X, y).n_iter_ == 1
-    # with an infinite tolerance the second estimate always counts as converged
-    assert WorkingLikelihoodSVR(max_iter=5, tol=np.inf, random_state=0).fit(X, y).n_iter_ == 2
+    with pytest.warns(ConvergenceWarning):
+        single = WorkingLikelihoodSVR(max_iter=1, random_state=0).fit(X, y)
+    assert (single.n_iter_, single.converged_, len(single.loss_curve_)) == (1, False, 1)
+    # with an infinite tolerance no second estimate counts as an improvement: the first one is kept
+    lazy = WorkingLikelihoodSVR(max_iter=5, tol=np.inf, random_state=0).fit(X, y)
+    assert (lazy.n_iter_, lazy.converged_) == (2, True)
+    assert lazy.epsilon_ == lazy.estimates_[0].epsilon
+
+
+def test_descent_keeps_the_best_scored_estimate_and_stops_before_max_iter() -> None:
+    X, y = _sinc_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither a ConvergenceWarning nor a SmallSampleWarning at n = 120
+        model = WorkingLikelihoodSVR(random_state=0).fit(X, y)
+    losses = np.array(model.loss_curve_)
+    assert model.converged_ and 2 <= model.n_iter_ < model.max_iter
+    assert len(losses) == len(model.estimates_) == model.n_iter_
+    # every accepted estimate lowered J by more than tol; the last one did not, so the one before it is kept
+    assert np.all(np.diff(losses[:-1]) < -model.tol)
+    assert losses[-1] > losses[-2] - model.tol
+    kept = model.estimates_[-2]
+    assert (model.epsilon_, model.sigma_) == (kept.epsilon, kept.sigma * model.y_scale_)
+    # J (eq. 6) is G of eq. (2) per sample on the cross-fitted residuals of the SVR of eq. (5): recompute it
+    y_standardised = (y - model.y_mean_) / model.y_scale_
+    folds = KFold(n_splits=model.cv, shuffle=True, random_state=0)
+    residuals = y_standardised - cross_val_predict(model._svr(kept), X, y_standardised, cv=folds)
+    expected = working_likelihood_loss(residuals, kept.epsilon, kept.sigma) / len(y)
+    assert losses[-2] == pytest.approx(expected)
+
+
+def _small_linear_data(n: int, seed: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, size=(n, 3))
+    return X, 1 + X @ np.array([1.0, 0.6, 0.2]) + 0.05 * rng.normal(size=n)
+
+
+def test_small_samples_warn_and_keep_min_outside_count_residuals_outside() -> None:
+    X, y = _small_linear_data(16)
+    with pytest.warns(SmallSampleWarning, match=f"n_samples=16 < {SMALL_SAMPLE_SIZE}.*at least 5 residuals"):
+        model = WorkingLikelihoodSVR(random_state=0).fit(X, y)
+    assert model.converged_ and model.n_iter_ < model.max_iter
+    with pytest.warns(SmallSampleWarning, match="rule is off"):
+        WorkingLikelihoodSVR(min_outside_count=0, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WorkingLikelihoodSVR(random_state=0).fit(*_small_linear_data(SMALL_SAMPLE_SIZE))
+
+
+def test_small_sample_rule_narrows_the_tube_on_tiny_data() -> None:
+    # 16 samples of a nearly noise-free linear function: without the rule the estimates ride the 10% bound
+    # (two residuals outside) and the tube widens; with it at least five stay outside.
+    X, y = _small_linear_data(16)
+    with pytest.warns(SmallSampleWarning):
+        ruled = WorkingLikelihoodSVR(random_state=0).fit(X, y)
+        loose = WorkingLikelihoodSVR(min_outside_count=0, random_state=0).fit(X, y)
+    tube = lambda m: m.epsilon_ * m.sigma_  # noqa: E731
+    assert tube(ruled) < tube(loose)
 
 
 @pytest.mark.parametrize(
@@ -192,7 +281,12 @@ def test_bad_input_raises_clear_error(X: np.ndarray, y: np.ndarray, message: str
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"C": 0.0}, "C must be"), ({"cv": 1}, "cv must be"), ({"max_iter": 0}, "max_iter must be")],
+    [
+        ({"C": 0.0}, "C must be"),
+        ({"cv": 1}, "cv must be"),
+        ({"max_iter": 0}, "max_iter must be"),
+        ({"min_outside_count": -1}, "min_outside_count must be"),
+    ],
 )
 def test_bad_parameters_raise(params: dict, message: str) -> None:
     X, y = _sinc_data()

@@ -4,7 +4,7 @@ Seed paper: "A working likelihood approach to support vector regression with a d
 parameter", Int. J. Mach. Learn. & Cybern., DOI 10.1007/s13042-022-01672-x. See docs/svr.md.
 """
 
-from distillset.svr.estimator import WorkingLikelihoodSVR
+from distillset.svr.estimator import SMALL_SAMPLE_SIZE, SmallSampleWarning, WorkingLikelihoodSVR
 from distillset.svr.working_likelihood import (
     EpsilonLaplace,
     NoiseEstimate,
@@ -17,6 +17,8 @@ from distillset.svr.working_likelihood import (
 __all__ = [
     "EpsilonLaplace",
     "NoiseEstimate",
+    "SMALL_SAMPLE_SIZE",
+    "SmallSampleWarning",
     "WorkingLikelihoodSVR",
     "epsilon_laplace",
     "fit_working_likelihood",

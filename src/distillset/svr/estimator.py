@@ -5,27 +5,39 @@ Algorithm (docs/svr.md, section "Algorithm"; a reconstruction, the paper's secti
 1. standardise y by its mean and standard deviation s_y;
 2. pilot: cross-fitted residuals of SVR(ε = 0, C)  (Jeng et al.'s first step, made out-of-fold);
 3. (ε, σ) = argmin G(ε, σ) on the residuals (eq. 2, exact profile search of eq. 3-4);
-4. refit: cross-fitted residuals of the SVR of eq. (5) with the current (ε, σ); repeat 3-4 until (εσ, σ)
-   move by less than ``tol`` (relative) or ``max_iter`` estimates were made;
-5. fit the SVR of eq. (5) on all samples.
+4. score the estimate by its cross-validated working loss J = G(ε, σ; cross-fitted residuals of the SVR of
+   eq. (5) with that (ε, σ)) / n (eq. 6), and estimate again from those residuals (step 3); stop at the first
+   estimate that lowers J by less than ``tol`` and keep the one before it, or after ``max_iter`` estimates;
+5. fit the SVR of eq. (5) with the kept estimate on all samples.
 
 eq. (5): minimise ½‖w‖² + C Σ_i |(y_i - f(x_i)) / σ|_ε with y, f in units of s_y, i.e. the loss is the
 negative working log-likelihood of the noise-standardised residuals and the prior is LIBSVM's (C on the
 standardised response). In scikit-learn's parametrisation that is SVR(C = C/σ, epsilon = εσ) on y/s_y.
+
+Small samples (our rule, not the paper's): below ``SMALL_SAMPLE_SIZE`` samples a :class:`SmallSampleWarning`
+is issued, and ``min_outside_count`` keeps at least that many residuals outside the tube.
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from distillset.svr.working_likelihood import NoiseEstimate, fit_working_likelihood
+from distillset.svr.working_likelihood import NoiseEstimate, fit_working_likelihood, working_likelihood_loss
+
+SMALL_SAMPLE_SIZE = 50  # below this many samples the estimate of ε is not trusted (docs/svr.md, "Small samples")
+
+
+class SmallSampleWarning(UserWarning):
+    """The data are too few for the working-likelihood estimate of (ε, σ) to be trusted."""
 
 
 class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
@@ -38,16 +50,23 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
     noise_scaled_C : if True (default) the loss is divided by σ as eq. (5) says, i.e. SVR(C=C/σ);
         if False the SVR keeps C on the standardised response and only the tube εσ is data-driven.
     cv : number of folds of the cross-fitted residuals (out-of-fold residuals are not shrunk by the tube).
-    max_iter : most (ε, σ) estimates; each after the first costs ``cv`` SVR fits.
-    tol : stop when the tube εσ and σ change by less than this, relatively.
+    max_iter : most (ε, σ) estimates; each costs ``cv`` SVR fits to score it.
+    tol : stop when an estimate lowers the cross-validated working loss J (eq. 6, nats per sample) by less
+        than this; the estimate before it is kept.
     min_outside_fraction : smallest fraction of residuals outside the tube (see ``fit_working_likelihood``).
+    min_outside_count : smallest number of residuals outside the tube, the small-sample rule of docs/svr.md
+        (binds below ``min_outside_count / min_outside_fraction`` samples); 0 turns it off.
     random_state : seed of the fold shuffling.
 
     Fitted attributes
     -----------------
     epsilon_ : standardised insensitivity ε (the tube is ``epsilon_ * sigma_`` in y units).
     sigma_ : noise scale σ in y units.
-    n_iter_ : number of (ε, σ) estimates made.
+    n_iter_ : number of (ε, σ) estimates made (each scored by J).
+    converged_ : True if the loop stopped because J stopped improving, False if it ran into ``max_iter``.
+    estimates_ : every estimate made, in units of the standardised response (``at_bound``: the outside-residual
+        bound, not the likelihood, set the tube).
+    loss_curve_ : J (eq. 6) of each estimate, nats per sample.
     svr_ : the final :class:`sklearn.svm.SVR`, fitted on the standardised response.
     y_mean_, y_scale_ : mean and standard deviation s_y used to standardise y.
     """
@@ -61,9 +80,10 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         coef0: float = 0.0,
         noise_scaled_C: bool = True,
         cv: int = 5,
-        max_iter: int = 3,
-        tol: float = 1e-2,
+        max_iter: int = 10,
+        tol: float = 1e-3,
         min_outside_fraction: float = 0.1,
+        min_outside_count: int = 5,
         random_state: int | None = None,
     ) -> None:
         self.C = C
@@ -76,6 +96,7 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.min_outside_fraction = min_outside_fraction
+        self.min_outside_count = min_outside_count
         self.random_state = random_state
 
     def _check_params(self) -> None:
@@ -87,6 +108,11 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
             raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
         if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
             raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
+        if not (isinstance(self.min_outside_count, numbers.Integral) and self.min_outside_count >= 0):
+            raise ValueError(
+                f"min_outside_count must be an integer >= 0 (0 turns the small-sample rule off), "
+                f"got {self.min_outside_count!r}"
+            )
 
     def _svr(self, estimate: NoiseEstimate | None) -> SVR:
         """The SVR of eq. (5) on the standardised response; ``None`` gives the ε = 0 pilot."""
@@ -99,7 +125,7 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         return {"kernel": self.kernel, "degree": self.degree, "gamma": self.gamma, "coef0": self.coef0}
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> WorkingLikelihoodSVR:
-        """Alternate cross-fitted SVR residuals and the working-likelihood estimate, then fit on all of (X, y)."""
+        """Estimate (ε, σ) by descent on the cross-validated working loss (eq. 6), then fit on all of (X, y)."""
         self._check_params()
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         n_samples = X.shape[0]
@@ -115,22 +141,54 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
                 f"y is constant (all {n_samples} values equal {self.y_mean_:g}); the noise scale cannot be "
                 "estimated. A regressor is not needed: predict that constant"
             )
+        if n_samples < SMALL_SAMPLE_SIZE:
+            rule = (
+                f"at least {self.min_outside_count} residuals are kept outside the tube"
+                if self.min_outside_count > 0
+                else "the small-sample rule is off (min_outside_count=0)"
+            )
+            warnings.warn(
+                f"n_samples={n_samples} < {SMALL_SAMPLE_SIZE}: the working-likelihood estimate of epsilon rests on "
+                f"few cross-fitted residuals and is not reliable ({rule}); compare with a cross-validated "
+                "epsilon or add samples",
+                SmallSampleWarning,
+                stacklevel=2,
+            )
         y_standardised = (y - self.y_mean_) / self.y_scale_
         folds = KFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
 
-        estimates: list[NoiseEstimate] = []
-        while len(estimates) < self.max_iter:
-            svr = self._svr(estimates[-1] if estimates else None)
-            out_of_fold = cross_val_predict(svr, X, y_standardised, cv=folds)
-            estimates.append(fit_working_likelihood(y_standardised - out_of_fold, self.min_outside_fraction))
-            if len(estimates) >= 2 and _converged(estimates[-2], estimates[-1], self.tol):
-                break
+        def residuals(estimate: NoiseEstimate | None) -> NDArray[np.float64]:
+            return y_standardised - cross_val_predict(self._svr(estimate), X, y_standardised, cv=folds)
 
-        estimate = estimates[-1]
+        def estimate_from(r: NDArray[np.float64]) -> NoiseEstimate:
+            return fit_working_likelihood(r, self.min_outside_fraction, self.min_outside_count)
+
+        estimates = [estimate_from(residuals(None))]
+        losses: list[float] = []
+        while True:
+            current = estimates[-1]
+            r = residuals(current)
+            losses.append(working_likelihood_loss(r, current.epsilon, current.sigma) / n_samples)  # eq. (6)
+            if len(losses) >= 2 and losses[-1] > losses[-2] - self.tol:
+                kept, self.converged_ = estimates[-2], True
+                break
+            if len(estimates) == self.max_iter:
+                kept, self.converged_ = current, False
+                warnings.warn(
+                    f"stopped at max_iter={self.max_iter} (epsilon, sigma) estimates before the cross-validated "
+                    "working loss stopped improving; increase max_iter or tol",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+                break
+            estimates.append(estimate_from(r))
+
         self.n_iter_ = len(estimates)
-        self.epsilon_ = estimate.epsilon
-        self.sigma_ = estimate.sigma * self.y_scale_
-        self.svr_ = self._svr(estimate).fit(X, y_standardised)
+        self.estimates_ = estimates
+        self.loss_curve_ = losses
+        self.epsilon_ = kept.epsilon
+        self.sigma_ = kept.sigma * self.y_scale_
+        self.svr_ = self._svr(kept).fit(X, y_standardised)
         return self
 
     def predict(self, X: ArrayLike) -> NDArray[np.float64]:
@@ -138,10 +196,3 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self.svr_.predict(X) * self.y_scale_ + self.y_mean_
-
-
-def _converged(previous: NoiseEstimate, current: NoiseEstimate, tol: float) -> bool:
-    """Relative change of the tube half-width εσ and of σ both below ``tol``."""
-    tube_before, tube_now = previous.epsilon * previous.sigma, current.epsilon * current.sigma
-    tube_change = abs(tube_now - tube_before) / max(tube_before, np.finfo(float).tiny)
-    return tube_change <= tol and abs(current.sigma - previous.sigma) / previous.sigma <= tol

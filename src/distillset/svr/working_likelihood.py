@@ -79,14 +79,19 @@ class NoiseEstimate(NamedTuple):
     epsilon: float
     sigma: float
     loss: float  # G(ε, σ) of eq. (2) at the estimate
+    at_bound: bool = False  # the tube is the widest the outside-residual bound admits (the bound, not G, set ε)
 
 
-def fit_working_likelihood(residuals: ArrayLike, min_outside_fraction: float = 0.1) -> NoiseEstimate:
+def fit_working_likelihood(
+    residuals: ArrayLike, min_outside_fraction: float = 0.1, min_outside_count: int = 0
+) -> NoiseEstimate:
     """Minimise G(ε, σ) (eq. 2) jointly and exactly, by profiling out σ (eq. 3) over the candidates of eq. (4).
 
     ``min_outside_fraction`` keeps at least that fraction of residuals outside the tube εσ. Without it the
     likelihood is unbounded-in-ε for light-tailed (e.g. uniform) residuals: σ → 0 and the tube swallows
     every residual. Under eq. (1) the outside fraction is 1/(1 + ε), so 0.1 roughly caps ε near 9.
+    ``min_outside_count`` keeps at least that many outside as well (the small-sample bound of docs/svr.md:
+    σ is the scale of the outside residuals' excess, eq. 3, and is not estimable from one or two of them).
     """
     magnitudes = np.sort(np.abs(np.asarray(residuals, dtype=float).ravel()))
     n = magnitudes.size
@@ -94,13 +99,16 @@ def fit_working_likelihood(residuals: ArrayLike, min_outside_fraction: float = 0
         raise ValueError(f"need at least 2 finite residuals to estimate (epsilon, sigma), got {n}")
     if not 0.0 < min_outside_fraction <= 1.0:
         raise ValueError(f"min_outside_fraction must lie in (0, 1], got {min_outside_fraction}")
+    if min_outside_count < 0:
+        raise ValueError(f"min_outside_count must be >= 0, got {min_outside_count}")
+    required_outside = max(np.ceil(min_outside_fraction * n), min(min_outside_count, n))
 
     # Candidate k: tube half-width e_k (0 for k = 0, else the k-th smallest |r|); outside are magnitudes[k:].
     tube = np.concatenate([[0.0], magnitudes[:-1]])
     n_outside = n - np.arange(n)
     outside_sum = np.cumsum(magnitudes[::-1])[::-1]
     excess = np.maximum(outside_sum - n_outside * tube, 0.0)  # T(e) of eq. (3); clip rounding below 0
-    valid = (n_outside >= np.ceil(min_outside_fraction * n)) & (excess > 0.0)
+    valid = (n_outside >= required_outside) & (excess > 0.0)
     if not valid.any():
         raise ValueError(
             "residuals have no spread outside any admissible tube (e.g. all equal); the noise scale cannot be estimated"
@@ -110,5 +118,8 @@ def fit_working_likelihood(residuals: ArrayLike, min_outside_fraction: float = 0
     profile_loss = n * np.log(2.0 * (sigma + tube)) + excess / sigma  # eq. (2) with e = εσ
     best = int(np.argmin(profile_loss))
     return NoiseEstimate(
-        epsilon=float(tube[best] / sigma[best]), sigma=float(sigma[best]), loss=float(profile_loss[best])
+        epsilon=float(tube[best] / sigma[best]),
+        sigma=float(sigma[best]),
+        loss=float(profile_loss[best]),
+        at_bound=best == tube.size - 1,  # admissible candidates are the first ones, tubes widening
     )
