@@ -222,3 +222,28 @@ class DSA:
         cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
         theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
         return _affine(x, theta, self.align_corners)
+
+
+def cutmix(x: Tensor, generator: torch.Generator, beta: float = 1.0) -> tuple[Tensor, Tensor, float]:
+    """CutMix (Yun et al., ICCV 2019, Eq. 1-2) as the Minimax evaluation code applies it to a batch.
+
+    ``lam ~ Beta(beta, beta)``; a box of side ``sqrt(1 - lam)`` times the image side, centred uniformly and
+    clipped to the image, is pasted from ``x[perm]`` (``perm`` a random permutation of the batch). Returns the
+    mixed batch, ``perm`` and the kept fraction ``r`` of the original pixels: the loss is
+    ``r * CE(logits, y) + (1 - r) * CE(logits, y[perm])``.
+    """
+    from scipy.special import betaincinv
+
+    u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+    lam = float(betaincinv(beta, beta, u[0]))  # Beta(beta, beta) by inverting its CDF
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    height, width = x.shape[-2:]
+    cut = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    centre_y, centre_x = int(u[1] * height), int(u[2] * width)
+    top, bottom = max(centre_y - cut_h // 2, 0), min(centre_y + cut_h // 2, height)
+    left, right = max(centre_x - cut_w // 2, 0), min(centre_x + cut_w // 2, width)
+    mixed = x.clone()
+    mixed[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+    kept = 1.0 - (bottom - top) * (right - left) / (height * width)
+    return mixed, perm, kept

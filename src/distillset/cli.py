@@ -940,6 +940,42 @@ def vlcp_run(
         _fail(str(exc))
     typer.echo(f"run: {manifest.parent}")
 
+@app.command("evaluate-minimax")
+def evaluate_minimax_command(
+    run: Annotated[Path, typer.Argument(help="Run directory to evaluate.")],
+    model: Annotated[str, typer.Option(help="Architecture(s), comma-separated (paper: convnet6,resnetap10,resnet18).")]
+    = "convnet6,resnetap10,resnet18",
+    models: Models = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default: the reference's, by IPC).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Train and test at this size (bilinear).")] = None,
+    evaluations: Annotated[int, typer.Option(help="Test evaluations along the training (best is reported).")] = 100,
+    data_root: DataRoot = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """The Minimax protocol (hard labels, CutMix, best test accuracy over periodic evaluations; docs/vlcp.md)."""
+    from distillset.evaluate.minimax import evaluate_minimax
+    from distillset.evaluate.protocol import format_mean_std
+    from distillset.training.minimax import MinimaxConfig, minimax_epochs
+
+    synthetic, manifest = _open_run(run)
+    splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0))
+    results_path = RunDir(run).evaluation
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    count = _count(models, 3)
+    epochs = epochs or minimax_epochs(int(manifest["ipc"]), splits.info.num_classes)
+    for arch in [name.strip() for name in model.split(",") if name.strip()]:
+        try:
+            config = MinimaxConfig(model=arch, epochs=epochs, num_models=count, image_size=image_size,
+                                   evaluations=evaluations, seed=seed)
+            entry = evaluate_minimax(synthetic, splits.test, splits.info, config, device=_device(device)).to_dict()
+        except (UnknownNameError, ValueError, FloatingPointError) as exc:
+            _fail(str(exc))
+        results[f"minimax-{arch}-e{epochs}-n{count}-s{seed}" + (f"-px{image_size}" if image_size else "")] = entry
+        atomic_write_json(results_path, results)
+        typer.echo(f"{arch:12s} best {format_mean_std(entry['mean'], entry['std'])}  final "
+                   f"{format_mean_std(entry['final_mean'], entry['final_std'])}  (n={count}, {epochs} epochs)")
+
 
 def main() -> None:
     apply_process_settings()
