@@ -20,6 +20,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.model_selection import ShuffleSplit
 
 from common import ROOT, Cells, command_line, markdown_table, write_results
+from distillset.svr import SMALL_SAMPLE_SIZE
 from svr_simulations import (
     COMPARISON_COLUMNS,
     COMPARISON_NOTE,
@@ -94,23 +95,29 @@ def main() -> None:
             print(f"[{NAME}] {key}: done, skipped", flush=True)
         compute_seconds += cell["seconds"]
         X, y = DATASETS[name][1]()
+        n_train = len(y) - int(np.ceil(0.25 * len(y)))  # ShuffleSplit's training size
         base = {
             "dataset": name,
             "extra": {
                 "source": DATASETS[name][0],
                 "n_samples": len(y),
+                "n_train": n_train,
                 "n_features": X.shape[1],
                 "test_fraction": 0.25,
                 "rmse_target": "held-out responses, units of y",
+                "small_sample_warning": n_train < SMALL_SAMPLE_SIZE,
             },
         }
         dataset_rows = summarise(cell["per_rep"], base)
         rows.extend(dataset_rows)
         datasets_rows.append(dataset_rows)
-        table.append({"data set": name, "n": len(y), "d": X.shape[1], **comparison_line(dataset_rows)})
+        table.append(
+            {"data set": name, "n": len(y), "n train": n_train, "d": X.shape[1], **comparison_line(dataset_rows)}
+        )
     notes = (
         f"{args.splits} random 75/25 splits per data set; RMSE on the held-out responses in the units of y "
-        f"(mean ± std over splits). {COMPARISON_NOTE}\n\n"
+        f"(mean ± std over splits). {COMPARISON_NOTE} wl_svr warns (SmallSampleWarning) on every fit of a data set "
+        f"with fewer than {SMALL_SAMPLE_SIZE} training rows.\n\n"
     )
     write_results(
         NAME,
@@ -120,7 +127,7 @@ def main() -> None:
         compute_seconds,
         comparison_summary(datasets_rows, "data sets")
         + notes
-        + markdown_table(table, ["data set", "n", "d", *COMPARISON_COLUMNS]),
+        + markdown_table(table, ["data set", "n", "n train", "d", *COMPARISON_COLUMNS]),
         extra={"wall_seconds_note": "sum of the data sets' wall time over all (resumed) runs"},
     )
 
