@@ -62,3 +62,17 @@ def test_vlcp_cli_errors_name_the_fix(tmp_path):
     assert result.exit_code == 2 and "train-diffusion --init tiny" in result.output
     result = runner.invoke(app, ["vlcp", "run", "--model-dir", str(tmp_path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "text prototypes need captions" in result.output
+
+
+def test_vlcp_run_refuses_prototypes_made_with_other_settings(tmp_path):
+    import torch
+
+    from distillset.generative.vlcp import Prototypes, VLCPConfig
+
+    out = tmp_path / "run"
+    out.mkdir()
+    Prototypes(torch.zeros(2, 4, 2, 2), torch.tensor([0, 1]), ["", ""], [5, 5]).save(
+        out / "prototypes.safetensors", VLCPConfig(ipc=1))
+    result = runner.invoke(app, ["vlcp", "run", "--dataset", "digits", "--model-dir", str(tmp_path), "--prompt", "none",
+                                 "--ipc", "2", "--out", str(out)])
+    assert result.exit_code == 2 and "ipc: 1 there, 2 now" in result.output

@@ -17,7 +17,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +45,8 @@ from distillset.io import atomic_save_tensors
 
 PromptSource = Literal["prototype", "label", "none"]
 PROTOTYPES_FILE = "prototypes.safetensors"
+# the settings that determine the prototypes (the rest only affect synthesis)
+PROTOTYPE_FIELDS = ("ipc", "contamination", "lof_neighbors", "beta", "top_k", "faithful_text", "resolution", "seed")
 
 
 @dataclass
@@ -184,6 +186,7 @@ class Prototypes:
     labels: Tensor  # (K,)
     texts: list[str]
     inliers: list[int]  # per class: images kept by LOF
+    settings: dict[str, Any] = field(default_factory=dict)  # the PROTOTYPE_FIELDS they were made with
 
     def save(self, path: str | Path, config: VLCPConfig) -> Path:
         path = Path(path)
@@ -199,8 +202,17 @@ class Prototypes:
             raise FileNotFoundError(f"prototypes file {path} not found; create it with `distillset vlcp prototypes`")
         with safe_open(path, framework="pt") as handle:
             meta = handle.metadata() or {}
+            config = json.loads(meta["config"])
             return cls(handle.get_tensor("latents"), handle.get_tensor("labels"), json.loads(meta["texts"]),
-                       json.loads(meta["inliers"]))
+                       json.loads(meta["inliers"]), {k: config.get(k) for k in PROTOTYPE_FIELDS})
+
+    def check(self, config: VLCPConfig, path: Path) -> None:
+        """Refuse prototypes made with other prototype settings than ``config``'s."""
+        wanted = {k: getattr(config, k) for k in PROTOTYPE_FIELDS}
+        differ = [f"{k}: {self.settings.get(k)} there, {v} now" for k, v in wanted.items() if self.settings.get(k) != v]
+        if differ:
+            raise ValueError(f"{path} was made with other settings ({'; '.join(differ)}); delete it to compute new "
+                             "prototypes, or write to a new output folder")
 
 
 def compute_prototypes(
@@ -302,6 +314,7 @@ def distill_vlcp(
     prototypes_path = Path(out_dir) / PROTOTYPES_FILE
     if prototypes_path.is_file():
         prototypes = Prototypes.load(prototypes_path)
+        prototypes.check(config, prototypes_path)
     else:
         prototypes = prototypes_of_dataset(splits, model_dir, captions_path, prototypes_path, config, device=device)
     return save_vlcp_run(load_pipeline(model_dir, device), prototypes, splits.info, dataset, model_dir, out_dir,
