@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from distillset.data.base import DatasetInfo, DatasetSplits, ImageSet
+from distillset.data.biased import BiasedSplits, BiasSetting, check_bias_ratio, check_severity, make_biased_arrays
 from distillset.data.longtail import check_imbalance, long_tail_counts, make_long_tailed
-from distillset.data.registry import DATASETS, DatasetNotFoundError, DatasetSpec, locate, probe
+from distillset.data.registry import DATASETS, DatasetNotFoundError, DatasetSpec, RawSplits, locate, probe
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -46,6 +47,8 @@ def load_dataset(
     imbalance: float | None = None,
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
+    bias_ratio: float | None = None,
+    severity: int = 2,
 ) -> DatasetSplits:
     """Load a registered dataset's train and test splits.
 
@@ -54,14 +57,19 @@ def load_dataset(
     (Fashion-)MNIST). ``imbalance``: tail/head ratio in (0, 1], required for ``*-lt`` names and
     rejected for balanced ones. ``seed`` picks which training images a long-tailed set keeps.
     ``image_size``: output size for datasets decoded from image files (ImageFolder family,
-    Tiny-ImageNet); default the registered size.
+    Tiny-ImageNet); default the registered size. ``bias_ratio`` (required for biased names such as
+    ``fashion-mnist-colour``, rejected otherwise): the bias-aligned fraction of each training class, with bias
+    ``severity`` 1..4; those return :class:`~distillset.data.biased.BiasedSplits` (docs/biased.md).
     """
     spec = DATASETS.get(name)
     _check_imbalance_argument(spec, imbalance)
+    _check_bias_argument(spec, bias_ratio, severity)
     info = _info_with_size(spec, image_size)
     directory = locate(spec, root)
     raw = spec.read(directory, info.image_size)
     info = _info_with_classes(info, raw.class_names, directory)
+    if spec.bias:
+        return _biased_splits(spec, raw, info, directory, bias_ratio, severity)
     train = _to_image_set(raw.train_images, raw.train_labels, info, f"{directory} (train split)")
     test = _to_image_set(raw.test_images, raw.test_labels, info, f"{directory} (test split)")
     if spec.long_tailed:
@@ -84,6 +92,34 @@ def _check_imbalance_argument(spec: DatasetSpec, imbalance: float | None) -> Non
         )
     if imbalance is not None:
         check_imbalance(imbalance)
+
+
+def _check_bias_argument(spec: DatasetSpec, bias_ratio: float | None, severity: int) -> None:
+    if spec.bias and bias_ratio is None:
+        raise ValueError(f"'{spec.info.name}' is biased: pass bias_ratio=rho in [0, 1], the bias-aligned fraction "
+                         "of each class (0.1 unbiased, 0.95 leaves 5 % bias-conflicting images; command line: "
+                         "--bias-ratio)")
+    if not spec.bias and bias_ratio is not None:
+        biased = [name for name in dataset_names() if DATASETS.get(name).bias]
+        raise ValueError(f"bias_ratio={bias_ratio} was given for '{spec.info.name}', which has no bias; load one of "
+                         f"{', '.join(biased)}")
+    if bias_ratio is not None:
+        check_bias_ratio(bias_ratio)
+        check_severity(severity)
+
+
+def _biased_splits(spec: DatasetSpec, raw: RawSplits, info: DatasetInfo, directory: Path,
+                   bias_ratio: float | None, severity: int) -> BiasedSplits:
+    """Apply the spec's bias to the raw uint8 splits (:func:`make_biased_arrays`), then scale and normalise."""
+    assert bias_ratio is not None  # checked by _check_bias_argument
+    arrays = make_biased_arrays(spec.bias, raw.train_images, raw.train_labels, raw.test_images, raw.test_labels,
+                                bias_ratio, severity)
+    train = _to_image_set(arrays.train_images, raw.train_labels, info, f"{directory} (biased train split)")
+    test = _to_image_set(arrays.test_images, raw.test_labels, info, f"{directory} (biased test split)")
+    aligned = _to_image_set(arrays.aligned_test_images, raw.test_labels, info, f"{directory} (aligned test split)")
+    return BiasedSplits(info, train, test, torch.from_numpy(arrays.train_attributes),
+                        torch.from_numpy(arrays.test_attributes), aligned,
+                        BiasSetting(spec.bias, float(bias_ratio), int(severity)))
 
 
 def _info_with_size(spec: DatasetSpec, image_size: int | tuple[int, int] | None) -> DatasetInfo:
@@ -136,6 +172,7 @@ def _to_image_set(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, sou
 
 __all__ = [
     "DATASETS",
+    "BiasedSplits",
     "DatasetInfo",
     "DatasetNotFoundError",
     "DatasetSplits",

@@ -69,6 +69,7 @@ class DatasetSpec:
     resizable: bool = False  # decoded from image files with PIL, so image_size may be chosen
     bundled_with: str = ""  # import name of the Python package that ships the data (no files needed)
     long_tailed: bool = False
+    bias: str = ""  # "colour" | "corruption": a biased variant of the base dataset (distillset.data.biased)
 
     def candidate_dirs(self, root: str | Path | None) -> list[Path]:
         """Folders that may hold the data: ``root/<folder_name>`` then ``root``, or the system dirs."""
@@ -323,6 +324,24 @@ register(
         resizable=True,
     )
 )
+
+def register_biased(base: str, kind: str, mean: tuple[float, ...], std: tuple[float, ...],
+                    aliases: tuple[str, ...]) -> None:
+    """Register ``<base>-colour`` / ``<base>-corrupted``: the base dataset's files with a colour or corruption
+    bias applied on load (3 channels, distillset.data.biased). ``mean``/``std``: the colour sets' per channel, of
+    Fashion-MNIST's rho = 0.1 severity-2 training set as built, for MNIST from its grey mean/std and the mean
+    colours (the same estimate gives Fashion-MNIST's within 0.001); the corrupted set keeps the base values."""
+    spec = DATASETS.get(base)
+    name = f"{base}-{'colour' if kind == 'colour' else 'corrupted'}"
+    DATASETS.register(name, aliases=aliases)(
+        replace(spec, info=replace(spec.info, name=name, channels=3, mean=mean, std=std), bias=kind))
+
+
+register_biased("mnist", "colour", (0.0714, 0.0679, 0.0645), (0.2041, 0.1899, 0.1793), ("cmnist", "mnist-color"))
+register_biased("fashion-mnist", "colour", (0.1552, 0.1476, 0.1400), (0.2479, 0.2296, 0.2158),
+                ("cfmnist", "fashion-mnist-color"))
+register_biased("cifar10", "corruption", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), ("ccifar10",))
+
 register(
     DatasetSpec(
         DatasetInfo("digits", 1, (8, 8), 10, (0.3054,), (0.3761,), _DIGITS),

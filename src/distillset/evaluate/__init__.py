@@ -1,5 +1,6 @@
 """Evaluation: the standard protocol, ELF and the fair (DD-Ranking) metrics."""
 
+from distillset.evaluate.bias import BiasEvalResult, evaluate_biased
 from distillset.evaluate.elf import ELFConfig, ELFLoss, ELFNetwork, evaluate_elf, feature_distance
 from distillset.evaluate.metrics import (
     FairMetrics,
@@ -12,6 +13,7 @@ from distillset.evaluate.protocol import EvalResult, evaluate_synthetic
 from distillset.training import EvalConfig, ModelResult
 
 __all__ = [
+    "BiasEvalResult",
     "ELFConfig",
     "ELFLoss",
     "ELFNetwork",
@@ -19,6 +21,7 @@ __all__ = [
     "EvalResult",
     "FairMetrics",
     "ModelResult",
+    "evaluate_biased",
     "evaluate_elf",
     "evaluate_synthetic",
     "fair_metrics",
