@@ -124,8 +124,9 @@ def main() -> None:
             times[impl].append(time_steps(lambda i, step=step, first=first: step(first + i), args.iterations, 0))
     rows = []
     for impl, (_, settings) in steps.items():
-        median = statistics.median(t for round_times in times[impl] for t in round_times)
-        line = {"impl": impl, "sec_per_iter_median": round(median, 4), "iterations": args.iterations * args.rounds,
+        every = [t for round_times in times[impl] for t in round_times]
+        line = {"impl": impl, "sec_per_iter_median": round(statistics.median(every), 4),
+                "sec_per_iter_std": round(statistics.pstdev(every), 4), "iterations": args.iterations * args.rounds,
                 "rounds": args.rounds, "round_medians": [round(statistics.median(r), 4) for r in times[impl]],
                 "dataset": args.dataset, "ipc": args.ipc, "batch_real": args.batch_real,
                 "threads": torch.get_num_threads(), **settings}
@@ -138,16 +139,17 @@ def main() -> None:
                           "speedup_per_round": ratios}), flush=True)
     if args.record:
         result_rows = [{"dataset": r["dataset"], "method": "dm", "ipc": r["ipc"], "model": "convnet3",
-                        "metric": "sec_per_iter", "mean": r["sec_per_iter_median"], "std": 0.0, "n": r["iterations"],
+                        "metric": "sec_per_iter", "mean": r["sec_per_iter_median"], "std": r["sec_per_iter_std"],
+                        "n": r["iterations"],
                         "iterations": r["iterations"], "epochs": 0,
                         "extra": {k: v for k, v in r.items() if k not in ("dataset", "ipc", "iterations")}}
                        for r in rows]
         paper = [{"dataset": args.dataset, "method": "dm", "ipc": args.ipc, "metric": "sec_per_iter",
-                  "mean": REFERENCE_CPU_SECONDS, "std": 0.0,
-                  "source": "reference main_DM.py step on this 2-core CPU type, measured by the issue author"},
+                  "mean": REFERENCE_CPU_SECONDS,
+                  "source": "reference main_DM.py step on this 2-core CPU type, timed by hand"},
                  {"dataset": args.dataset, "method": "dm", "ipc": args.ipc, "metric": "sec_per_iter",
-                  "mean": REFERENCE_H100_SECONDS, "std": 0.0,
-                  "source": "reference main_DM.py step on an H100, measured by the issue author"}]
+                  "mean": REFERENCE_H100_SECONDS,
+                  "source": "reference main_DM.py step on an H100, timed by hand"}]
         md = markdown_table([{"impl": r["impl"], "s/iter (median)": r["sec_per_iter_median"],
                               "round medians": ", ".join(map(str, r["round_medians"])),
                               "speed-up per round": ", ".join(map(str, r.get("speedup_per_round", []))),

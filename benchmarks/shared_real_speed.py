@@ -44,8 +44,9 @@ def main() -> None:
     rows = []
     for method in args.methods:
         single = distiller(method)
-        median = statistics.median(time_steps(lambda i, d=single: d.step(), args.iterations, args.warmup))
-        rows.append({"mode": "alone", "methods": [method], "sec_per_iter_per_set": round(median, 4)})
+        times = time_steps(lambda i, d=single: d.step(), args.iterations, args.warmup)
+        rows.append({"mode": "alone", "methods": [method], "sec_per_iter_per_set": round(statistics.median(times), 4),
+                     "std": round(statistics.pstdev(times), 4)})
         print(json.dumps(rows[-1]), flush=True)
     group = [distiller(method) for method in args.methods]
     share_real_pass(group)
@@ -54,17 +55,19 @@ def main() -> None:
         for member in group:
             member.step()
 
-    median = statistics.median(time_steps(lockstep, args.iterations, args.warmup)) / len(group)
-    rows.append({"mode": "together", "methods": args.methods, "sec_per_iter_per_set": round(median, 4)})
+    times = [t / len(group) for t in time_steps(lockstep, args.iterations, args.warmup)]
+    median = statistics.median(times)
+    rows.append({"mode": "together", "methods": args.methods, "sec_per_iter_per_set": round(median, 4),
+                 "std": round(statistics.pstdev(times), 4)})
     print(json.dumps(rows[-1]), flush=True)
     alone_mean = statistics.mean(r["sec_per_iter_per_set"] for r in rows[:-1])
     speedup = alone_mean / median
     print(json.dumps({"speedup_per_set": round(speedup, 2)}), flush=True)
     if args.record:
         common = {"dataset": args.dataset, "ipc": args.ipc, "model": "convnet3", "metric": "sec_per_iter_per_set",
-                  "std": 0.0, "n": args.iterations, "iterations": args.iterations, "epochs": 0}
+                  "n": args.iterations, "iterations": args.iterations, "epochs": 0}
         result_rows = [{**common, "method": "+".join(r["methods"]) if r["mode"] == "together" else r["methods"][0],
-                        "mean": r["sec_per_iter_per_set"],
+                        "mean": r["sec_per_iter_per_set"], "std": r["std"],
                         "extra": {"mode": r["mode"], "batch_real": args.batch_real, "compile": args.compile,
                                   "real_precision": args.real_precision}} for r in rows]
         md = markdown_table([{"mode": r["mode"], "methods": ", ".join(r["methods"]),

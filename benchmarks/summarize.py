@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 
 from common import RESULTS, markdown_table, objective_params
+from figures import raw
 
 DOC = RESULTS.parent.parent / "docs" / "results.md"
 
 
 def _value(row: dict) -> str:
-    mean, std = row["mean"], row.get("std")
+    """Mean ± std, rounded once from the row's raw values (an accuracy row's from its models' accuracies)."""
+    mean, std = raw(row) if "metric" in row else (row["mean"], row.get("std"))
     return f"{mean:.4g} ± {std:.2g}" if std not in (None, 0, 0.0) else f"{mean:.4g}"
 
 

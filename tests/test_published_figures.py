@@ -1,0 +1,51 @@
+"""Every figure README and docs quote traces to a result row (benchmarks/figures.py), rounded once."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import figures  # noqa: E402
+
+# one accuracy row whose mean and std, rounded to 2 decimals first, would print 82.8 ± 0.1 instead of 82.8 ± 0.2
+ROW = {"method": "hdd", "ipc": 10, "metric": "test_accuracy", "mean": 82.78, "std": 0.15,
+       "extra": {"accuracies": [83.03, 82.74, 82.86, 82.59, 82.68], "round_medians": [1.1358, 1.3782]}}
+RESULTS = {"t": {"rows": [ROW], "paper": [{"method": "dm", "mean": 83.0, "std": 0.1, "source": "reference"}]}}
+
+
+def test_readme_results_table_is_the_one_written_from_the_result_files():
+    results = figures.load_results()
+    assert figures.readme_block(results) in figures.README.read_text()
+
+
+def test_every_measured_figure_in_readme_and_docs_matches_a_row():
+    results = figures.load_results()
+    problems = {path.name: figures.unmatched(path.read_text(), results) for path in figures.checked_files()}
+    assert {name: found for name, found in problems.items() if found} == {}
+
+
+def test_a_figure_rounded_twice_or_mistyped_matches_no_row():
+    assert figures.raw(ROW) == pytest.approx((82.78, 0.1527), abs=1e-4)
+    assert figures.unmatched("DM+HDD 82.8 ± 0.2, paper 83.0 ± 0.1", RESULTS) == []
+    assert figures.unmatched("DM+HDD 82.8 ±\n0.1", RESULTS) == ["82.8 ±\n0.1"]  # rounded twice
+    assert figures.unmatched("(83.03 / 82.74 / 82.86 / 82.59 /\n82.68)", RESULTS) == []
+    assert figures.unmatched("(83.03 / 82.74 / 82.81 / 82.59 / 82.68)", RESULTS) == [
+        "83.03 / 82.74 / 82.81 / 82.59 / 82.68"]
+    assert figures.unmatched("round medians 1.14–1.38 s", RESULTS) == []
+    assert figures.unmatched("0.92–1.38 s as the speed drifts", RESULTS) == ["0.92–1.38"]
+    assert figures.unmatched("about 0.1–0.15 s per image, about 1.5 ± 0.5 points", RESULTS) == []  # estimates
+
+
+def test_a_quoted_row_must_be_unique():
+    rows = figures.Rows({"t": {"rows": [ROW, {**ROW, "ipc": 50}], "paper": []}})
+    assert rows.acc("t", method="hdd", ipc=10) == "82.8 ± 0.2"
+    with pytest.raises(LookupError, match="2 rows of t match"):
+        rows.acc("t", method="hdd")
+
+
+def test_the_readme_block_is_replaced_between_its_markers():
+    text = f"intro\n{figures.START}\nold\n{figures.END}\noutro\n"
+    assert figures.replace_block(text, "NEW") == "intro\nNEW\noutro\n"
+    with pytest.raises(ValueError, match="lacks the markers"):
+        figures.replace_block("no markers", "NEW")
