@@ -347,8 +347,17 @@ def train_diffusion(
         text_encoder.requires_grad_(config.train_text_encoder)
         unet = diffusers.UNet2DConditionModel.from_pretrained(path / "unet")
         noise_scheduler = diffusers.DDPMScheduler.from_pretrained(path / "scheduler")
-        with torch.no_grad():  # posterior moments once; a fresh sample is drawn per step as the script does
-            moments = torch.cat([vae.encode(pixels[i:i + 256]).latent_dist.parameters for i in range(0, n, 256)])
+        cache: dict[str, Tensor] = {}
+
+        @torch.no_grad()
+        def moments() -> Tensor:
+            """Posterior moments of every image, encoded once at the first step (not at all when a resumed run is
+            already done); a fresh sample is drawn per step, as the script does."""
+            if "moments" not in cache:
+                cache["moments"] = torch.cat([vae.encode(pixels[i:i + 256]).latent_dist.parameters
+                                              for i in range(0, n, 256)])
+            return cache["moments"]
+
         ids = tokenizer(list(captions), padding="max_length", max_length=tokenizer.model_max_length,
                         truncation=True, return_tensors="pt").input_ids
         empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
@@ -363,7 +372,7 @@ def train_diffusion(
 
         def unet_loss() -> Tensor:
             idx = batch()
-            mean, logvar = moments[idx].chunk(2, dim=1)
+            mean, logvar = moments()[idx].chunk(2, dim=1)
             z0 = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=generator)) * scale
             tokens = ids[idx].clone()
             drop = torch.rand(len(idx), generator=generator) < config.caption_dropout
