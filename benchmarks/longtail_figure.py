@@ -1,11 +1,11 @@
-"""Per-class accuracy of the long-tailed table (issue 5) and its two bars, from benchmarks/results/csdm_longtail.json.
+"""Per-class accuracy of the long-tailed table and its two target bars, from benchmarks/results/csdm_longtail.json.
 
     python benchmarks/longtail_figure.py            # docs/figures/csdm-longtail.png (+ .json)
 
 One panel per imbalance ratio ρ (the balanced rows, reused from dm_fashion_mnist, as ρ = 1): accuracy per class
 in the long-tailed builder's order (class 0 keeps the most training images, the last class the fewest), one line
 per method. A last panel: mean accuracy against ρ. Printed (and in the .json): CSDM − DM at each ρ, and each
-method's drop from ρ = 0.1 to the smallest ρ, the issue's bars (CSDM beats DM at every ρ; CSDM's drop is at
+method's drop from ρ = 0.1 to the smallest ρ, the two targets (CSDM beats DM at every ρ; CSDM's drop is at
 most half of DM's).
 """
 
@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from common import RESULTS, ROOT  # noqa: E402
+from figures import raw  # noqa: E402
 
 FIGURE = ROOT.parent / "docs" / "figures" / "csdm-longtail.png"
 BALANCED = 1.0  # the balanced dataset's rows, drawn as imbalance ratio 1
@@ -37,13 +38,13 @@ def rows_by_ratio(rows: list[dict]) -> dict[float, dict[str, dict]]:
 
 def bars(table: dict[float, dict[str, dict]]) -> dict[str, object]:
     """CSDM − DM (points) at each ρ where both exist, and each method's drop from ρ = 0.1 to the smallest ρ."""
-    gaps = {ratio: round(rows["csdm"]["mean"] - rows["dm"]["mean"], 2)
+    gaps = {ratio: round(raw(rows["csdm"])[0] - raw(rows["dm"])[0], 2)
             for ratio, rows in table.items() if "csdm" in rows and "dm" in rows}
     imbalanced = [ratio for ratio in table if ratio < BALANCED]
     drops = {}
     if 0.1 in table and len(imbalanced) > 1:
         smallest = min(imbalanced)
-        drops = {method: round(table[0.1][method]["mean"] - table[smallest][method]["mean"], 2)
+        drops = {method: round(raw(table[0.1][method])[0] - raw(table[smallest][method])[0], 2)
                  for method in table[0.1] if method in table[smallest]}
     return {"csdm_minus_dm": gaps, "drop_from_0.1_to_smallest": drops}
 

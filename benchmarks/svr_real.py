@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=50)
     args = parser.parse_args()
 
-    cells = Cells(NAME, root=ROOT / "work")  # git-ignored cache (the issue asks for benchmarks/work/<name>/)
+    cells = Cells(NAME, root=ROOT / "work")  # git-ignored cache of finished repetitions
     rows: list[dict[str, Any]] = []
     datasets_rows: list[list[dict[str, Any]]] = []
     table: list[dict[str, Any]] = []
