@@ -1,9 +1,16 @@
 """Fixtures shared by several test files."""
 
+import os
+
 import pytest
 
 from distillset.coreset import select_coreset
 from distillset.data import load_dataset
+
+# The suite runs fp32 and eager unless told otherwise: exact comparisons stay exact and no test pays for
+# compilation. tests/test_runtime.py checks the fast defaults themselves (bf16 detection, compile fallback).
+os.environ.setdefault("DISTILLSET_PRECISION", "fp32")
+os.environ.setdefault("DISTILLSET_COMPILE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,11 @@ def select_coreset(
     feature_epochs: int = 3,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    precision: str = "auto",
+    compile: bool | None = None,
 ) -> ImageSet:
-    """``ipc`` real training images per class chosen by ``method`` (features only where the rule needs them)."""
+    """``ipc`` real training images per class chosen by ``method`` (features only where the rule needs them;
+    ``precision`` and ``compile`` are the feature network's training settings)."""
     SELECTION_RULES.get(method)  # fail fast on an unknown name or too small a class, before any training
     train = splits.train
     check_class_sizes(train.labels, splits.info.num_classes, ipc)
@@ -28,7 +31,8 @@ def select_coreset(
         features = train.images.flatten(1)
     else:
         net = trained_feature_network(
-            splits, feature_model, epochs=feature_epochs, seed=seed, device=device, progress=progress
+            splits, feature_model, epochs=feature_epochs, seed=seed, device=device, progress=progress,
+            precision=precision, compile=compile,
         )
         features = extract_features(net, train.images)
     indices = select_per_class(method, features, train.labels, splits.info.num_classes, ipc, seed=seed)

@@ -40,7 +40,7 @@ from distillset.engine.networks import (
 from distillset.engine.synthetic import expand, expanded_labels, pack
 from distillset.io import CheckpointMismatchError, RunDir, atomic_save_tensors
 from distillset.objectives import MatchingContext, get_objective
-from distillset.runtime import precision_autocast
+from distillset.runtime import check_precision, default_compile, precision_autocast, resolve_precision
 
 # The objective's generator is seeded with seed + this, apart from the stream of real batches and DSA draws.
 OBJECTIVE_STREAM_OFFSET = 2**32
@@ -70,8 +70,11 @@ class DistillConfig:
     step_per_class: bool = False
     classes: list[int] | None = None
     seed: int = 0
-    real_precision: str = "fp32"  # "fp32" | "bf16": the (no-grad) real feature pass and IDM's queue training
-    compile: bool = False  # torch.compile the embedding (DM) or the queue nets' training forward (IDM)
+    # "auto" | "fp32" | "bf16" for the (no-grad) real feature pass and IDM's queue training; "auto" is bf16 where the
+    # hardware has native bf16 (distillset.runtime), resolved by Distiller. The synthetic images stay fp32.
+    real_precision: str = "auto"
+    # torch.compile the embedding (DM) or the queue nets' training forward (IDM); eager where compilation fails
+    compile: bool = field(default_factory=default_compile)
     checkpoint_every: int = 100
     checkpoint_seconds: float = 600.0  # also checkpoint once this long has passed (slow runs, e.g. IDM on a CPU)
     log_every: int = 10
@@ -85,8 +88,7 @@ class DistillConfig:
             raise ValueError(f"init must be 'real' or 'noise', got {self.init!r}")
         if self.network_source not in ("random", "queue"):
             raise ValueError(f"network_source must be 'random' or 'queue', got {self.network_source!r}")
-        if self.real_precision not in ("fp32", "bf16"):
-            raise ValueError(f"real_precision must be 'fp32' or 'bf16', got {self.real_precision!r}")
+        check_precision(self.real_precision)
         if self.expansion_factor < 1:
             raise ValueError(f"expansion_factor must be >= 1, got {self.expansion_factor}")
 
@@ -122,8 +124,9 @@ class Distiller:
         evaluate: Callable[[ImageSet], dict[str, float]] | None = None,
         evaluate_every: int = 0,
     ) -> None:
-        self.real, self.info, self.config = real, info, config
         self.device = torch.device(device)
+        config = replace(config, real_precision=resolve_precision(config.real_precision, self.device))  # as it runs
+        self.real, self.info, self.config = real, info, config
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress, self.evaluate, self.evaluate_every = progress, evaluate, evaluate_every
         self.classes = list(config.classes) if config.classes is not None else list(range(info.num_classes))

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
 from distillset.nets.base import load_training_state, training_state
-from distillset.runtime import precision_autocast
+from distillset.runtime import compile_or_eager, precision_autocast
 
 QUEUE_STREAM_OFFSET = 2**33  # IDM's queue draws from a generator seeded with seed + this
 
@@ -67,7 +67,7 @@ class RandomNetworkSampler:
             if self._net is None:
                 self._net = get_network(self.model, self.info.channels, self.info.num_classes,
                                         self.info.image_size).to(self.device)
-                self._embed = torch.compile(self._net.embed, dynamic=False)
+                self._embed = compile_or_eager(self._net.embed)
             net = reinitialize_(self._net, self.network_seed(iteration))
         else:
             net = get_network(
@@ -149,7 +149,7 @@ class TrainedNetworkQueue:
         ).to(self.device)
         optimizer = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
         if self.compile:
-            forward, embed = torch.compile(net, dynamic=False), torch.compile(net.embed, dynamic=False)
+            forward, embed = compile_or_eager(net), compile_or_eager(net.embed)
         else:
             forward, embed = net, net.embed
         self.queue.append(_QueuedNet(net, optimizer, forward, embed))

@@ -88,8 +88,8 @@ def evaluate_synthetic(
     With ``checkpoint_dir`` the evaluation is resumable: each model's training is checkpointed there
     (:class:`TrainingCheckpoint`, ``model<i>.*``), and a model tested by an earlier call is not trained again.
     """
-    config = config or EvalConfig()
     device = torch.device(device)
+    config = (config or EvalConfig()).resolved(device)  # records the precision and compilation that run
     check_compatible(synthetic, info)
     result = EvalResult(config=asdict(config))
     for model_index in range(config.num_models):
@@ -118,6 +118,7 @@ def evaluate_synthetic(
             on_model_done(model_index, model_result)
         if checkpoint is not None:
             checkpoint.finish(model_result)
+    result.config["compile"] = config.resolved(device).compile  # False if compilation fell back to eager
     return result
 
 
