@@ -14,9 +14,10 @@ ROW = {"method": "hdd", "ipc": 10, "metric": "test_accuracy", "mean": 82.78, "st
 RESULTS = {"t": {"rows": [ROW], "paper": [{"method": "dm", "mean": 83.0, "std": 0.1, "source": "reference"}]}}
 
 
-def test_readme_results_table_is_the_one_written_from_the_result_files():
-    results = figures.load_results()
-    assert figures.readme_block(results) in figures.README.read_text()
+def test_readme_and_docs_tables_are_the_ones_written_from_the_result_files():
+    files = figures.regenerated(figures.load_results())
+    assert {path.name for path in files} >= {"README.md", "coreset.md", "hdd.md", "csdm.md", "evaluation.md"}
+    assert [path.name for path, text in files.items() if path.read_text() != text] == []
 
 
 def test_every_measured_figure_in_readme_and_docs_matches_a_row():
@@ -44,8 +45,10 @@ def test_a_quoted_row_must_be_unique():
         rows.acc("t", method="hdd")
 
 
-def test_the_readme_block_is_replaced_between_its_markers():
+def test_a_generated_block_is_replaced_between_its_markers():
     text = f"intro\n{figures.START}\nold\n{figures.END}\noutro\n"
     assert figures.replace_block(text, "NEW") == "intro\nNEW\noutro\n"
+    start, end = figures.doc_markers("pruning")
+    assert figures.replace_block(f"a {start} old {end} b", "NEW", (start, end)) == "a NEW b"
     with pytest.raises(ValueError, match="lacks the markers"):
         figures.replace_block("no markers", "NEW")
