@@ -107,7 +107,7 @@ def embed_images(net: nn.Module, images: Tensor, device: torch.device, precision
         return torch.cat([net.embed(chunk.to(device)).float().cpu() for chunk in images.split(EMBED_CHUNK)])
 
 
-def _embedding_network(real: ImageSet, info: DatasetInfo, settings: KDEWeighting, model: str, seed: int,
+def embedding_network(real: ImageSet, info: DatasetInfo, settings: KDEWeighting, model: str, seed: int,
                        device: torch.device, precision: str) -> nn.Module:
     if settings.embedding == "random":
         return get_network(model, info.channels, info.num_classes, info.image_size, seed=seed,
@@ -127,7 +127,7 @@ def real_sample_weights(real: ImageSet, info: DatasetInfo, method: str, params: 
     if method == "none":
         return None
     settings = KDEWeighting.from_params(params)
-    net = _embedding_network(real, info, settings, model, seed, device, precision)
+    net = embedding_network(real, info, settings, model, seed, device, precision)
     features = embed_images(net, real.images, device, precision)
     return kde_weights(features, real.labels, info.num_classes, bandwidth=settings.bandwidth,
                        bandwidth_scale=settings.bandwidth_scale, power=settings.power)
