@@ -1,0 +1,127 @@
+"""UniDD/CFM's decoupled teacher pipeline: statistics, schedule, joint batches, resume, a real effect."""
+
+import math
+
+import pytest
+import torch
+
+from distillset.data.base import DatasetSplits
+from distillset.engine.teacher_matching import (
+    ChannelStatistics,
+    TeacherMatchingConfig,
+    batch_losses,
+    cfm_beta,
+    channel_statistics,
+    distill_with_teacher,
+    initial_images,
+    real_statistics,
+    statistics_distance,
+)
+from distillset.io import CheckpointMismatchError
+from distillset.objectives.unidd import IdentityFilter, RidgeFilter
+from distillset.training.teachers import make_recipe, train_teacher
+
+
+@pytest.fixture(scope="module")
+def teacher(digits, tmp_path_factory):
+    """A small ConvNet-3 teacher trained on 500 digits (about 80 % test accuracy)."""
+    splits = DatasetSplits(digits.info, digits.train.subset(torch.arange(500)), digits.test)
+    recipe = make_recipe(splits, "convnet3", epochs=12, dsa=False, precision="fp32", batch_size=32, lr=0.05,
+                         network_options={"width": 16})
+    return train_teacher(splits, recipe, root=tmp_path_factory.mktemp("teachers"))
+
+
+def test_cfm_beta_schedule():
+    assert cfm_beta(0, 10, 0.1) == pytest.approx(0.1)
+    assert cfm_beta(5, 10, 0.1) == pytest.approx(0.05)
+    assert cfm_beta(9, 10, 0.1) == pytest.approx(0.1 * (1 + math.cos(0.9 * math.pi)) / 2)
+    betas = [f.beta for f in TeacherMatchingConfig(ipc=4).batch_filters()]
+    assert betas == sorted(betas, reverse=True) and betas[0] == pytest.approx(0.1) and betas[-1] > 0
+    assert {f.beta for f in TeacherMatchingConfig("lowpass-teacher", ipc=3).batch_filters()} == {0.1}
+    assert {f.beta for f in TeacherMatchingConfig("highpass-teacher", ipc=3).batch_filters()} == {1e-3}
+    with pytest.raises(ValueError, match="cfm-teacher"):
+        TeacherMatchingConfig("cfm")
+
+
+def test_channel_statistics_against_torch_cov():
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, 4)
+    stats = channel_statistics(x)
+    assert torch.allclose(stats.mean, rows.mean(0))
+    assert torch.allclose(stats.cov, torch.cov(rows.T, correction=0))
+
+
+def test_real_statistics_are_exact_over_batches(teacher, digits):
+    images = digits.train.images[:70]
+    whole = real_statistics(teacher.net, images, batch_size=70)
+    batched = real_statistics(teacher.net, images, batch_size=16)
+    assert len(whole) == 3  # the inputs of ConvNet-3's three convolutions
+    assert whole[0].cov.shape == (1, 1) and whole[1].cov.shape == (16, 16)
+    for a, b in zip(whole, batched, strict=True):
+        assert torch.allclose(a.mean, b.mean, atol=1e-5) and torch.allclose(a.cov, b.cov, atol=1e-5)
+
+
+def test_statistics_distance_by_hand():
+    torch.manual_seed(0)
+    a = torch.randn(50, 3, dtype=torch.float64)
+    b = torch.randn(20, 3, dtype=torch.float64)
+    real = ChannelStatistics(a.mean(0), torch.cov(a.T, correction=0))
+    synthetic = ChannelStatistics(b.mean(0), torch.cov(b.T, correction=0))
+    assert statistics_distance(real, real, RidgeFilter(0.1)).item() == pytest.approx(0.0, abs=1e-12)
+    # f = 1: the filter term vanishes and the signal term is the distance of the means (DM).
+    assert statistics_distance(real, synthetic, IdentityFilter()).item() == pytest.approx(
+        torch.linalg.vector_norm(real.mean - synthetic.mean).item())
+    eye = torch.eye(3, dtype=torch.float64)
+    r_real, r_syn = torch.linalg.inv(real.cov + 0.1 * eye), torch.linalg.inv(synthetic.cov + 0.1 * eye)
+    expected = torch.linalg.matrix_norm(r_real - r_syn) + torch.linalg.vector_norm(
+        r_real @ real.mean - r_syn @ synthetic.mean)
+    assert statistics_distance(real, synthetic, RidgeFilter(0.1)).item() == pytest.approx(expected.item())
+
+
+def test_joint_batches_equal_separate_runs(teacher, digits):
+    """Batch 0 of an IPC-2 CFM run gets exactly the images of an IPC-1 run (same beta_max, same start)."""
+    one = TeacherMatchingConfig("cfm-teacher", ipc=1, iterations=3, real_images=200)
+    two = TeacherMatchingConfig("cfm-teacher", ipc=2, iterations=3, real_images=200)
+    alone, _ = distill_with_teacher(digits.train, digits.info, teacher.net, one)
+    joint, _ = distill_with_teacher(digits.train, digits.info, teacher.net, two)
+    assert torch.equal(joint.labels[:10], torch.arange(10)) and torch.equal(joint.labels[10:], torch.arange(10))
+    assert torch.allclose(joint.images[:10], alone.images, atol=1e-5)
+
+
+def test_matching_reduces_the_statistics_distance(teacher, digits):
+    config = TeacherMatchingConfig("cfm-teacher", ipc=2, iterations=30, real_images=300, lr=0.05)
+    real = real_statistics(teacher.net, digits.train.images[:300])
+    start, labels = initial_images(digits.train, 10, config)
+    before = batch_losses(teacher.net, start, labels, real, config.batch_filters(), config.eta)[1]
+    synthetic, log = distill_with_teacher(digits.train, digits.info, teacher.net, config)
+    after = batch_losses(teacher.net, synthetic.images, labels, real, config.batch_filters(), config.eta)[1]
+    assert after["statistics"] < 0.7 * before["statistics"]
+    assert after["ce"] < before["ce"]
+
+
+def test_checkpoint_resumes_to_the_same_images(teacher, digits, tmp_path, monkeypatch):
+    config = TeacherMatchingConfig("lowpass-teacher", ipc=1, iterations=6, real_images=100)
+    straight, _ = distill_with_teacher(digits.train, digits.info, teacher.net, config)
+    import distillset.engine.teacher_matching as module
+
+    calls = {"n": 0}
+    real_losses = module.batch_losses
+
+    def stop_after_four(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise KeyboardInterrupt
+        return real_losses(*args, **kwargs)
+
+    path = tmp_path / "checkpoint.safetensors"
+    monkeypatch.setattr(module, "batch_losses", stop_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        distill_with_teacher(digits.train, digits.info, teacher.net, config, checkpoint=path, checkpoint_seconds=0)
+    assert path.is_file()
+    monkeypatch.setattr(module, "batch_losses", real_losses)
+    other = TeacherMatchingConfig("lowpass-teacher", ipc=1, iterations=7, real_images=100)
+    with pytest.raises(CheckpointMismatchError, match="another run"):
+        distill_with_teacher(digits.train, digits.info, teacher.net, other, checkpoint=path)
+    resumed, _ = distill_with_teacher(digits.train, digits.info, teacher.net, config, checkpoint=path)
+    assert torch.allclose(resumed.images, straight.images, atol=1e-6)
+    assert not path.exists()
