@@ -28,6 +28,9 @@ import yaml
 
 TABLES = Path(__file__).resolve().parent / "tables"
 CORESET_RULES = ("random", "herding", "kcenter", "kcenter-random")
+# the settings every distill command states (a table's `distill:` overrides them), so a recorded command does not
+# depend on the CLI's defaults or the machine
+DISTILL_DEFAULTS = {"real_precision": "fp32", "compile": False}
 CELL_FIELDS = {"methods", "rows", "dataset", "ipc", "imbalance", "prune", "keep", "seeds", "iterations", "params",
                "resample", "run", "evaluations"}
 
@@ -80,8 +83,11 @@ class Group:
         for key, value in self.params:
             argv += ["--param", f"{key}={_tag(value)}"]
         for key, value in self.options:
-            flag = "--" + key.replace("_", "-")
-            argv += ([flag] if value is True else [] if value is False else [flag, str(value)])
+            flag = key.replace("_", "-")
+            if isinstance(value, bool):
+                argv.append(f"--{flag}" if value else f"--no-{flag}")
+            else:
+                argv += [f"--{flag}", str(value)]
         return argv
 
 
@@ -102,9 +108,8 @@ class Evaluation:
 
     def argv(self, run: str, seed: int) -> list[str]:
         argv = ["distillset", "evaluate", run, "--model", self.model, "--num-models", "1", "--epochs",
-                str(self.epochs), "--seed", str(seed), "--precision", self.precision]
-        if self.compile:
-            argv.append("--compile")
+                str(self.epochs), "--seed", str(seed), "--precision", self.precision,
+                "--compile" if self.compile else "--no-compile"]
         if self.elf is not None:
             argv.append("--elf")
             for key, value in self.elf:
@@ -176,7 +181,7 @@ def load_table(path: Path) -> Table:
     name = path.stem
     evaluate = config.get("evaluate", {})
     num_models = int(evaluate.get("models", 5))
-    options = tuple(sorted(config.get("distill", {}).items()))
+    options = tuple(sorted({**DISTILL_DEFAULTS, **config.get("distill", {})}.items()))
     rows: list[Row] = []
     for cell in config["cells"]:
         if unknown := set(cell) - CELL_FIELDS:

@@ -55,7 +55,8 @@ def test_a_table_config_expands_into_rows_groups_and_commands(tmp_path):
     commands = list(plan.iter_commands(dm, "W"))
     assert commands[0].startswith("distillset distill --method dm,hdd") and len(commands) == 3
     assert commands[2] == ("distillset evaluate W/evals/digits-dm+hdd-ipc10-it20-s0-hyperbolic0.2-k1/dm/"
-                           "convnet3-e3-s1-fp32 --model convnet3 --num-models 1 --epochs 3 --seed 1 --precision fp32")
+                           "convnet3-e3-s1-fp32 --model convnet3 --num-models 1 --epochs 3 --seed 1 --precision fp32 "
+                           "--no-compile")
 
 
 def test_a_table_config_with_an_unknown_field_names_it(tmp_path):

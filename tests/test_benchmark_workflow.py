@@ -1,6 +1,6 @@
 """benchmarks/Snakefile end to end on a tiny digits table: sets, models, result files, resume, no rework.
 
-Slow-ish: eight `distillset` processes (about 50 s of CPU on 2 cores)."""
+Slow-ish: four `distillset` processes (about 30 s of CPU)."""
 
 import json
 import subprocess
@@ -17,7 +17,6 @@ dataset: digits
 iterations: 2
 evaluate: {models: 2, epochs: 1}
 cells:
-  - {methods: [random], ipc: 1, resample: true}
   - {methods: [dm, hdd], rows: [dm], ipc: 1}
 """
 
@@ -25,7 +24,7 @@ cells:
 def _snakemake(tmp_path: Path, *args: str) -> str:
     command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--cores", "2", "--directory", str(tmp_path),
                "--config", f"tables={tmp_path / 'tables'}", "work=work", "results=results", "--", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 
@@ -37,13 +36,11 @@ def test_the_workflow_builds_a_table_resumes_a_lost_model_and_redoes_nothing(tmp
     _snakemake(tmp_path, "results/tiny.json")
     result = json.loads((tmp_path / "results" / "tiny.json").read_text())
     assert result["command"] == "snakemake -s benchmarks/Snakefile --cores 2 results/tiny.json"
-    assert [(row["method"], row["n"]) for row in result["rows"]] == [("random", 2), ("dm", 2)]
-    random, dm = result["rows"]
-    assert random["extra"]["commands"][:2] == [
-        f"distillset coreset --method random --dataset digits --ipc 1 --seed {seed} "
-        f"--out work/sets/digits-random-ipc1-it0-s{seed}/random" for seed in (0, 1)]
+    assert [(row["method"], row["n"]) for row in result["rows"]] == [("dm", 2)]
+    (dm,) = result["rows"]
     assert dm["extra"]["commands"][0] == ("distillset distill --method dm,hdd --dataset digits --ipc 1 --seed 0 "
-                                          "--out work/sets/digits-dm+hdd-ipc1-it2-s0 --iterations 2 --resume")
+                                          "--out work/sets/digits-dm+hdd-ipc1-it2-s0 --iterations 2 --resume --no-compile "
+                                          "--real-precision fp32")
     assert dm["iterations"] == 2 and len(dm["extra"]["accuracies"]) == 2
     hdd = tmp_path / "work" / "sets" / "digits-dm+hdd-ipc1-it2-s0" / "hdd" / "manifest.json"
     assert hdd.is_file()  # made by the same command as the DM set
@@ -57,5 +54,8 @@ def test_the_workflow_builds_a_table_resumes_a_lost_model_and_redoes_nothing(tmp
     log = _snakemake(tmp_path, "results/tiny.json")
     assert log.count("localrule evaluate:") == 1 and "rule distill_" not in log
     assert lost.is_file() and hdd.stat().st_mtime_ns == stamp
-    assert json.loads((tmp_path / "results" / "tiny.json").read_text())["rows"][0] == random
+    again = json.loads((tmp_path / "results" / "tiny.json").read_text())["rows"][0]
+    # the same commands, and the retrained model (seeded 1) reaches the same accuracy as before
+    assert again["extra"]["commands"] == dm["extra"]["commands"]
+    assert again["extra"]["accuracies"] == dm["extra"]["accuracies"]
     assert "Nothing to be done" in _snakemake(tmp_path, "results/tiny.json")
