@@ -7,7 +7,7 @@ import torch
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.engine import CheckpointMismatchError, DistillConfig, Distiller, config_for_method, run_together
 from distillset.engine.methods import method_names, resolve_method
-from distillset.engine.networks import TrainedNetworkQueue
+from distillset.engine.networks import QueueConfig, TrainedNetworkQueue
 from distillset.engine.synthetic import expand, expanded_labels, pack
 from distillset.objectives import OBJECTIVES, MatchingObjective, unidd
 from distillset.registry import UnknownNameError
@@ -165,8 +165,8 @@ def _group_configs(iterations: int) -> list[DistillConfig]:
 
 def test_run_together_gives_each_run_its_own_result_and_draws_the_real_pass_once(real, monkeypatch):
     draws = []
-    real_batch = Distiller._real_batch
-    monkeypatch.setattr(Distiller, "_real_batch", lambda self, cls: draws.append(cls) or real_batch(self, cls))
+    real_batch = Distiller._real_picks
+    monkeypatch.setattr(Distiller, "_real_picks", lambda self, cls: draws.append(cls) or real_batch(self, cls))
     alone = [Distiller(real, INFO, config).run().images for config in _group_configs(3)]
     assert len(draws) == 3 * (3 + 2 + 3)  # 3 classes per iteration of each run
     draws.clear()
@@ -203,7 +203,8 @@ def test_run_together_refuses_runs_that_cannot_share_the_real_pass(real):
 
 def _idm_group_configs(iterations: int) -> list[DistillConfig]:
     """IDM and IDM+HDD at two IPCs: they share the network queue (pushes every 2 iterations here)."""
-    small = dict(batch_real=16, checkpoint_every=2, log_every=1, iterations=iterations)
+    small = dict(batch_real=16, checkpoint_every=2, log_every=1, iterations=iterations,
+                 queue={"push_interval": 2, "train_steps": 2})
     return [config_for_method("idm", ipc=1, **small), config_for_method("idm+hdd", ipc=2, **small)]
 
 
@@ -225,25 +226,18 @@ def test_ridge_filter_runs_together_derive_the_real_statistics_once_per_iteratio
         assert torch.equal(result.images, expected)
 
 
-def _short_queue(distillers: list[Distiller]) -> list[Distiller]:
-    for distiller in distillers:
-        distiller.sampler.push_interval, distiller.sampler.train_steps = 2, 2
-    return distillers
-
-
 def test_idm_runs_together_share_the_queue_and_match_runs_alone(real, tmp_path, monkeypatch):
     trained = []
     after_step = TrainedNetworkQueue.after_step
     monkeypatch.setattr(TrainedNetworkQueue, "after_step",
                         lambda self, i, r: trained.append(i) or after_step(self, i, r))
-    alone = [_short_queue([Distiller(real, INFO, c)])[0].run().images for c in _idm_group_configs(4)]
+    alone = [Distiller(real, INFO, c).run().images for c in _idm_group_configs(4)]
     assert trained == [0, 1, 2, 3] * 2
     trained.clear()
     dirs = [tmp_path / str(i) for i in range(2)]
-    run_together(_short_queue([Distiller(real, INFO, c, out_dir=d)
-                               for c, d in zip(_idm_group_configs(2), dirs, strict=True)]))
-    resumed = run_together(_short_queue([Distiller(real, INFO, c, out_dir=d)
-                                         for c, d in zip(_idm_group_configs(4), dirs, strict=True)]), resume=True)
+    run_together([Distiller(real, INFO, c, out_dir=d) for c, d in zip(_idm_group_configs(2), dirs, strict=True)])
+    resumed = run_together([Distiller(real, INFO, c, out_dir=d)
+                            for c, d in zip(_idm_group_configs(4), dirs, strict=True)], resume=True)
     assert trained == [0, 1, 2, 3]  # the queue trained once per iteration for the whole group
     for expected, result in zip(alone, resumed, strict=True):
         assert torch.equal(result.images, expected)
@@ -285,8 +279,37 @@ def test_idm_preset_expands_and_uses_queue(real):
     distiller = Distiller(real, INFO, config_for_method("idm", ipc=1, iterations=2, batch_real=16))
     synthetic = distiller.run()
     assert synthetic.images.shape == (12, 1, 8, 8)  # 3 classes x 1 stored image x 4
-    assert len(distiller.sampler.queue) == 4  # 3 to start, one pushed at iteration 0 (as the reference)
-    assert all(member.seen > 0 for member in distiller.sampler.queue) or distiller.sampler.train_nets < 3
+    queue = distiller.sampler.queue
+    assert len(queue) == 4  # 3 to start, one pushed at iteration 0 (as the reference)
+    # after each of the 2 iterations, 2 queue nets took 10 steps on 256 real images
+    assert sum(member.seen for member in queue) == 2 * 2 * 10 * 256
+    assert 1 <= sum(member.seen > 0 for member in queue) <= 4
+
+
+def test_idm_presets_carry_the_reference_queue_settings():
+    ipc1, ipc10, ipc50 = (config_for_method("idm", ipc=ipc) for ipc in (1, 10, 50))
+    assert (ipc1.batch_real, ipc1.queue.push_interval) == (5000, 5)  # the IPC-1 commands
+    assert (ipc10.batch_real, ipc10.queue.push_interval) == (256, 30)
+    assert (ipc10.queue.accuracy_window, ipc50.queue.accuracy_window) == (100, 500)  # eval_interval
+    assert config_for_method("idm+hdd", ipc=1, batch_real=64).batch_real == 64  # overrides win
+    assert config_for_method("idm", ipc=1, queue={"capacity": 7}).queue == QueueConfig(
+        capacity=7, push_interval=5, accuracy_window=100)
+    with pytest.raises(ValueError, match="push_interval must be >= 1"):
+        QueueConfig(push_interval=0)
+
+
+def test_queue_accuracy_counts_the_recent_window_only(real):
+    queue = TrainedNetworkQueue("convnet3", INFO, 0, torch.device("cpu"),
+                                QueueConfig(initial=1, push_interval=100, train_nets=1, train_steps=1,
+                                            train_batch=8, accuracy_window=2))
+    queue.sample(0)  # pushes a second net at iteration 0
+    for iteration in range(2):
+        queue.after_step(iteration, real)
+    assert sum(member.seen for member in queue.queue) == 16
+    queue.sample(1)  # not a window boundary: the meters keep counting
+    assert sum(member.seen for member in queue.queue) == 16
+    queue.sample(2)  # the window ends: every meter starts again, as the reference's reset
+    assert all(member.seen == 0 and member.accuracy == 0.0 for member in queue.queue)
 
 
 def test_method_presets():
@@ -304,7 +327,9 @@ def test_method_presets():
     assert rates("idm", 1) == rates("idm", 10) == (0.2, 0.5) and rates("idm", 50) == (0.2, 0.1)
     assert config_for_method("idm", ipc=50).ce_weight == 0.1
     assert config_for_method("idm", ipc=50, ce_weight=0.3).ce_weight == 0.3  # overrides win
-    assert resolve_method("hdd")["objective_params"] == {"curvature_k": 1.0, "weight": 20.0}
+    assert resolve_method("hdd")["objective_params"] == {}  # the objective's own defaults apply
+    hdd = config_for_method("hdd").objective_params
+    assert (hdd["curvature_k"], hdd["weight"], hdd["max_norm"]) == (1.0, 20.0, 10.0)
     assert {"dm", "hdd", "idm", "idm+hdd"} <= set(method_names())
     with pytest.raises(UnknownNameError, match="choose one of"):
         resolve_method("nope")
@@ -328,8 +353,8 @@ def test_queue_training_in_bf16_and_compiled_tracks_fp32(real):
     up to bf16 rounding; the parameters and optimiser state stay fp32."""
 
     def trained(**kw) -> TrainedNetworkQueue:
-        queue = TrainedNetworkQueue("convnet3", INFO, 0, torch.device("cpu"), initial=1, train_steps=3,
-                                    train_batch=32, **kw)
+        queue = TrainedNetworkQueue("convnet3", INFO, 0, torch.device("cpu"),
+                                    QueueConfig(initial=1, train_steps=3, train_batch=32), **kw)
         queue.after_step(0, real)
         return queue
 

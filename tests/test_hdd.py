@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import geoopt
 import pytest
@@ -217,7 +218,7 @@ def test_hdd_diagnostics_and_feature_scale() -> None:
 
 def test_hdd_config_and_validation() -> None:
     objective = get_objective("hdd", curvature_k=2.4, weight=100, max_norm=None, dtype="float32")
-    assert objective.config() == {
+    assert asdict(objective.config()) == {
         "curvature_k": 2.4, "weight": 100.0, "max_norm": None, "feature_scale": 1.0, "dtype": "float32",
     }
     for bad in ({"curvature_k": -1.0}, {"weight": 0.0}, {"max_norm": 0.0}, {"feature_scale": "median"},

@@ -9,7 +9,14 @@ from distillset.artifacts import load_run, save_run
 from distillset.cli import app
 from distillset.data import dataset_info
 from distillset.data.base import ImageSet
-from distillset.interop import InteropError, class_folder_names, export_run, import_set, load_tensor_file
+from distillset.interop import (
+    InteropError,
+    class_folder_names,
+    detect_import_format,
+    export_run,
+    import_set,
+    load_tensor_file,
+)
 
 DIGITS = dataset_info("digits")
 
@@ -125,3 +132,23 @@ def test_cli_export_and_import(tmp_path):
     assert torch.equal(load_run(tmp_path / "back")[0].images, load_run(run)[0].images)
     bad = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "x"), "--format", "zip"])
     assert bad.exit_code == 2 and "unknown export format" in bad.output
+
+
+def test_import_detects_the_format_from_what_is_there(tmp_path):
+    run = _run(tmp_path / "run", _set())
+    ddranking = export_run(run, tmp_path / "dd", "ddranking")
+    folder = export_run(run, tmp_path / "folder", "imagefolder")
+    assert detect_import_format(ddranking) == "ddranking" and detect_import_format(folder) == "imagefolder"
+    torch.save({"data": [[torch.zeros(1)]]}, tmp_path / "res.pt")
+    assert detect_import_format(tmp_path / "res.pt") == "dm"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InteropError, match="neither images.pt"):
+        detect_import_format(tmp_path / "empty")
+    with pytest.raises(InteropError, match="does not exist; pass a DM result file"):
+        detect_import_format(tmp_path / "missing")
+    runner = CliRunner()
+    for source in (ddranking, folder):  # no --format: detected
+        imported = runner.invoke(app, ["import", str(source), "--dataset", "digits", "--out",
+                                       str(tmp_path / f"back-{source.name}")])
+        assert imported.exit_code == 0, imported.output
+        assert load_run(tmp_path / f"back-{source.name}")[0].labels.tolist() == load_run(run)[0].labels.tolist()

@@ -253,11 +253,28 @@ def _source_digest(source: Path) -> str:
     return digest.hexdigest()
 
 
+def detect_import_format(source: str | Path) -> ImportFormat:
+    """The format of ``source`` from what is there: a file is a DM result, a folder with ``images.pt`` a
+    DD-Ranking set, a folder of class folders an image folder. Raises InteropError naming the fix otherwise."""
+    source = Path(source)
+    if source.is_file():
+        return "dm"
+    if not source.exists():
+        raise InteropError(f"{source} does not exist; pass a DM result file (res_*.pt), a DD-Ranking folder "
+                           f"({DDRANKING_IMAGES}) or an image folder (one sub-folder per class)")
+    if (source / DDRANKING_IMAGES).is_file():
+        return "ddranking"
+    if any(child.is_dir() for child in source.iterdir()):
+        return "imagefolder"
+    raise InteropError(f"{source} holds neither {DDRANKING_IMAGES} (DD-Ranking) nor class sub-folders (image "
+                       "folder); pass the folder that does, or a DM result file (res_*.pt), or name --format")
+
+
 def import_set(
     source: str | Path,
     out_dir: str | Path,
     *,
-    fmt: ImportFormat,
+    fmt: ImportFormat | Literal["auto"] = "auto",
     dataset: str,
     method: str | None = None,
     experiment: int = 0,
@@ -265,11 +282,14 @@ def import_set(
     """Import a published set into a run directory; returns the manifest path.
 
     Tensor formats must hold normalised pixels with ``dataset``'s mean/std (as the DC/DM code and
-    DD-Ranking produce them); image folders hold [0, 1] pixels and are normalised here.
+    DD-Ranking produce them); image folders hold [0, 1] pixels and are normalised here. ``fmt="auto"``
+    detects the format (:func:`detect_import_format`).
     """
     source = Path(source)
     info = dataset_info(dataset)
     soft = None
+    if fmt == "auto":
+        fmt = detect_import_format(source)
     if fmt == "dm":
         images, labels = read_dm_result(source, experiment)
     elif fmt == "ddranking":

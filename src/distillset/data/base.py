@@ -72,6 +72,16 @@ class ImageSet:
         soft = None if self.soft_labels is None else self.soft_labels[indices]
         return ImageSet(self.images[indices], self.labels[indices], soft)
 
+    def sample_per_class(self, count: int, num_classes: int, generator: torch.Generator) -> ImageSet:
+        """Up to ``count`` images of each class, drawn without replacement (a class with fewer gives all)."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        picks = []
+        for c in range(num_classes):
+            members = self.class_indices(c)
+            picks.append(members[torch.randperm(len(members), generator=generator)[:count]])
+        return self.subset(torch.cat(picks))
+
 
 @dataclass
 class DatasetSplits:

@@ -89,6 +89,33 @@ class RandomNetworkSampler:
         """Nothing to restore: networks are a function of (seed, iteration)."""
 
 
+@dataclass(frozen=True)
+class QueueConfig:
+    """IDM's model queue (uitrbn/IDM flags in brackets; defaults are the reference's)."""
+
+    capacity: int = 100  # most nets kept [net_num]
+    initial: int = 3  # random nets before the first iteration
+    push_interval: int = 30  # a new random net every this many iterations [net_generate_interval]
+    match_nets: int = 1  # nets sampled for matching per iteration [train_net_num]
+    train_nets: int = 2  # nets trained after each iteration [fetch_net_num]
+    train_steps: int = 10  # SGD steps each [model_train_steps]
+    train_batch: int = 256  # real images per step [trained_bs]
+    lr: float = 0.01  # SGD lr, momentum 0.9, weight decay 5e-4 [lr_net, net_decay]
+    # The train-accuracy meters that weight IDM's CE term are reset every this many iterations (the reference
+    # resets them at each evaluation interval, eval_interval 100, or 500 at IPC 50); 0 never resets them.
+    accuracy_window: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("capacity", "push_interval", "match_nets", "train_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"queue {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("initial", "train_nets", "train_steps", "accuracy_window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"queue {name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"queue lr must be > 0, got {self.lr}")
+
+
 @dataclass
 class _QueuedNet:
     net: nn.Module
@@ -104,9 +131,11 @@ class _QueuedNet:
 
 
 class TrainedNetworkQueue:
-    """IDM's model queue: up to ``capacity`` nets; a new random net every ``push_interval`` iterations;
-    ``match_nets`` nets sampled for matching (eval mode); after each iteration ``train_nets`` random
-    queue members take ``train_steps`` SGD steps on real batches of ``train_batch`` images.
+    """IDM's model queue (:class:`QueueConfig`): up to ``capacity`` nets; a new random net every
+    ``push_interval`` iterations; ``match_nets`` nets sampled for matching (eval mode); after each iteration
+    ``train_nets`` random queue members take ``train_steps`` SGD steps on real batches of ``train_batch`` images.
+    A sampled net's training accuracy counts the steps since its meter was last reset (every
+    ``accuracy_window`` iterations).
 
     These training steps are most of an IDM iteration's cost. ``precision="bf16"`` runs them under bf16
     autocast (parameters and optimiser state stay fp32) and ``compile=True`` compiles each net's forward
@@ -120,26 +149,18 @@ class TrainedNetworkQueue:
         info: DatasetInfo,
         seed: int,
         device: torch.device,
+        config: QueueConfig | None = None,
         *,
-        capacity: int = 100,
-        initial: int = 3,
-        push_interval: int = 30,
-        match_nets: int = 1,
-        train_nets: int = 2,
-        train_steps: int = 10,
-        train_batch: int = 256,
-        lr: float = 0.01,
         precision: str = "fp32",
         compile: bool = False,
     ) -> None:
         self.model, self.info, self.seed, self.device = model, info, seed, device
+        self.config = config or QueueConfig()
         self.precision, self.compile = precision, compile
-        self.capacity, self.push_interval, self.match_nets = capacity, push_interval, match_nets
-        self.train_nets, self.train_steps, self.train_batch, self.lr = train_nets, train_steps, train_batch, lr
         self.created = 0
         self.generator = torch.Generator().manual_seed(seed + QUEUE_STREAM_OFFSET)  # sampling and training draws
         self.queue: list[_QueuedNet] = []
-        for _ in range(initial):
+        for _ in range(self.config.initial):
             self._push()
 
     def _push(self) -> None:
@@ -147,20 +168,24 @@ class TrainedNetworkQueue:
             self.model, self.info.channels, self.info.num_classes, self.info.image_size,
             seed=self.seed * 1_000_003 + 500_000 + self.created,
         ).to(self.device)
-        optimizer = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
+        optimizer = torch.optim.SGD(net.parameters(), lr=self.config.lr, momentum=0.9, weight_decay=5e-4)
         if self.compile:
             forward, embed = compile_or_eager(net), compile_or_eager(net.embed)
         else:
             forward, embed = net, net.embed
         self.queue.append(_QueuedNet(net, optimizer, forward, embed))
         self.created += 1
-        if len(self.queue) > self.capacity:
+        if len(self.queue) > self.config.capacity:
             self.queue.pop(0)
 
     def sample(self, iteration: int) -> list[SampledNetwork]:
-        if iteration % self.push_interval == 0:  # as the reference, also at iteration 0 (4 nets to start)
+        window = self.config.accuracy_window
+        if window and iteration % window == 0 and iteration:  # the reference resets its meters here
+            for member in self.queue:
+                member.correct = member.seen = 0
+        if iteration % self.config.push_interval == 0:  # as the reference, also at iteration 0 (4 nets to start)
             self._push()
-        order = torch.randperm(len(self.queue), generator=self.generator)[: self.match_nets]
+        order = torch.randperm(len(self.queue), generator=self.generator)[: self.config.match_nets]
         sampled = []
         for index in order.tolist():
             member = self.queue[index]
@@ -171,14 +196,14 @@ class TrainedNetworkQueue:
         return sampled
 
     def after_step(self, iteration: int, real: ImageSet) -> None:
-        order = torch.randperm(len(self.queue), generator=self.generator)[: self.train_nets]
+        order = torch.randperm(len(self.queue), generator=self.generator)[: self.config.train_nets]
         for index in order.tolist():
             member = self.queue[index]
             member.net.train()
             for parameter in member.net.parameters():
                 parameter.requires_grad_(True)
-            for _ in range(self.train_steps):
-                batch = torch.randint(len(real), (self.train_batch,), generator=self.generator)
+            for _ in range(self.config.train_steps):
+                batch = torch.randint(len(real), (self.config.train_batch,), generator=self.generator)
                 x, y = real.images[batch].to(self.device), real.labels[batch].to(self.device)
                 with precision_autocast(self.device, self.precision):
                     logits = member.forward(x).float()

@@ -17,7 +17,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from distillset.data.base import ImageSet
+from distillset.data.base import DatasetSplits, ImageSet
+from distillset.nets import get_network
+from distillset.objectives import get_objective
+from distillset.training import trained_feature_network
 
 # Eigenvalues below this fraction of the largest one are round-off and left out of log plots.
 PLOT_RELATIVE_FLOOR = 1e-12
@@ -108,6 +111,70 @@ def image_ffc_spectra(
         {name: (embed_images(embed, images.images, batch_size), images.labels) for name, images in synthetic.items()},
         per_class=per_class,
     )
+
+
+@dataclass(frozen=True)
+class SpectrumComparison:
+    """What :func:`compare_spectra` computed: the panels, the ridge-beta levels to draw, and the network."""
+
+    panels: list[SpectrumPanel]
+    levels: dict[str, float]
+    network: str
+
+
+def ridge_beta_levels(name: str, objective: str, objective_params: Mapping[str, object],
+                      real_trace: float) -> dict[str, float]:
+    """The ridge beta(s) of a run's objective (CFM start/end, low/high-pass beta) in FFC eigenvalue units.
+
+    The objectives set beta relative to tr(FFC_real) of the step's real features; ``real_trace`` is that
+    trace for the plotted real features. An objective without a ridge beta (or not registered) gives none.
+    """
+    try:
+        settings = get_objective(objective, **objective_params).config()
+    except (KeyError, TypeError, ValueError):
+        return {}
+    labels = {"beta": "\u03b2", "beta_start": "\u03b2 start", "beta_end": "\u03b2 end"}
+    return {f"{name} {label}": getattr(settings, key) * real_trace for key, label in labels.items()
+            if hasattr(settings, key)}
+
+
+def compare_spectra(
+    splits: DatasetSplits,
+    synthetic: Mapping[str, tuple[ImageSet, Mapping[str, object]]],
+    *,
+    model: str = "convnet3",
+    trained_epochs: int = 0,
+    real_per_class: int = 500,
+    per_class: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> SpectrumComparison:
+    """FFC spectra of ``real_per_class`` real training images per class and of each named synthetic set, all
+    embedded by one network: ``model`` at a seeded random init, or trained ``trained_epochs`` epochs on the
+    real data. ``synthetic`` maps a name to (set, the run's distillation config); ridge-filter runs also give
+    their beta levels (pooled spectrum only)."""
+    device = torch.device(device)
+    info = splits.info
+    if trained_epochs > 0:
+        net = trained_feature_network(splits, model, epochs=trained_epochs, seed=seed, device=device)
+        network = f"{model} trained {trained_epochs} epochs on real data"
+    else:
+        net = get_network(model, info.channels, info.num_classes, info.image_size, seed=seed).to(device)
+        network = f"{model}, random init (seed {seed})"
+    net.eval()
+    real = splits.train.sample_per_class(real_per_class, info.num_classes, torch.Generator().manual_seed(seed))
+    on_device = {name: ImageSet(images.images.to(device), images.labels.to(device))
+                 for name, (images, _) in synthetic.items()}
+    with torch.no_grad():
+        panels = image_ffc_spectra(net.embed, ImageSet(real.images.to(device), real.labels.to(device)), on_device,
+                                   per_class=per_class)
+    levels: dict[str, float] = {}
+    if not per_class:
+        real_trace = float(panels[0].real.sum())
+        for name, (_, config) in synthetic.items():
+            levels.update(ridge_beta_levels(name, str(config.get("objective", "")),
+                                            dict(config.get("objective_params", {})), real_trace))  # type: ignore[arg-type]
+    return SpectrumComparison(panels, levels, network)
 
 
 def _merged_levels(levels: Mapping[str, float]) -> dict[float, list[str]]:

@@ -6,6 +6,7 @@ with an ``@OBJECTIVES.register("name")`` class.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from typing import Any
@@ -26,9 +27,18 @@ def _load_all() -> None:
 
 
 def get_objective(name: str, **params: Any) -> MatchingObjective:
-    """Build the registered objective ``name`` with its hyperparameters."""
+    """Build the registered objective ``name`` with its hyperparameters (ValueError names the accepted ones
+    when ``params`` holds another)."""
     _load_all()
-    return OBJECTIVES.get(name)(**params)
+    objective_class = OBJECTIVES.get(name)
+    objective_class.check_params(params)
+    return objective_class(**params)
+
+
+def objective_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of objective ``name`` given ``params`` (validated, defaults filled, typed), as the
+    plain values a manifest records; ``get_objective(name, **result)`` builds the same objective."""
+    return dataclasses.asdict(get_objective(name, **params).config())
 
 
 def objective_names() -> list[str]:
@@ -36,4 +46,4 @@ def objective_names() -> list[str]:
     return OBJECTIVES.names()
 
 
-__all__ = ["OBJECTIVES", "MatchingContext", "MatchingObjective", "get_objective", "objective_names"]
+__all__ = ["OBJECTIVES", "MatchingContext", "MatchingObjective", "get_objective", "objective_names", "objective_params"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -148,16 +147,3 @@ class CurriculumFrequencyMatching(RidgeFilterMatching):
         context.log["ridge_beta_relative"] = betas[0]  # the first group's; the last group's below
         context.log["ridge_beta_relative_last_group"] = betas[-1]
         return torch.stack(losses).mean()
-
-    def config(self) -> dict[str, Any]:
-        schedule = self.schedule
-        return {
-            "schedule": schedule.shape,
-            "beta_start": schedule.start,
-            "beta_end": schedule.end,
-            "interpolation": schedule.interpolation,
-            "num_stages": schedule.num_stages,
-            "schedule_over": self.schedule_over,
-            "slot_groups": self.slot_groups,
-            **super().config(),
-        }

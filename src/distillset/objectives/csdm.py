@@ -107,16 +107,6 @@ class SpectralMatchingObjective(MatchingObjective):
         self.seed = seed
         self._generator = torch.Generator().manual_seed(seed)
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "kernel": self.kernel.name,
-            "bandwidth": self.bandwidth,
-            "num_frequencies": self.num_frequencies,
-            "normalize_features": self.normalize_features,
-            "scale": self.scale,
-            "seed": self.seed,
-        }
-
     def sample_frequencies(self, dim: int, device: torch.device, context: MatchingContext) -> Tensor:
         """M unit-bandwidth float32 frequencies, shape (M, dim), on ``device``.
 
@@ -225,14 +215,6 @@ class ClassAwareSpectralDistributionMatching(SpectralMatchingObjective):
             )
         self.alpha_head = alpha_head
         self.alpha_tail = alpha_tail
-
-    def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "weighting": self.weighting,
-            "alpha_head": self.alpha_head,
-            "alpha_tail": self.alpha_tail,
-        }
 
     def amplitude_weights(self, class_sizes: Tensor) -> Tensor:
         """alpha_c for every class (float64, shape (num_classes,)) from the real-image counts."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -111,16 +110,6 @@ class HyperbolicDistributionMatching(MatchingObjective):
             "feature_norm_syn", "clamped_fraction_syn", "feature_scale",
         )
         context.log.update({f"hdd/{key}": value for key, value in zip(keys, values)})
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "curvature_k": self.curvature_k,
-            "weight": self.weight,
-            "max_norm": self.max_norm,
-            "feature_scale": self.feature_scale,
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
-
 
 def _check_feature_batches(real: Tensor, synthetic: Tensor, class_index: int) -> None:
     for side, features in (("real", real), ("synthetic", synthetic)):

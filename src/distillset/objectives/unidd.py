@@ -29,7 +29,6 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -219,7 +218,6 @@ def random_fourier_features(features: Tensor, frequencies: Tensor) -> Tensor:
     return torch.cat([projections.cos(), projections.sin()], dim=1) / math.sqrt(frequencies.shape[0])
 
 
-
 def ridge_weights(features: Tensor, labels: Tensor, beta: float) -> Tensor:
     """KRR weights W = (FFC + beta I)^{-1} FLC (Eq. 9); kernel form X^T (X X^T + n beta I)^{-1} Y when n < d.
 
@@ -370,11 +368,6 @@ class RidgeFilterMatching(MatchingObjective):
         context.log["ridge_beta"] = beta
         return (self.scale * relative_beta**self.beta_scale_power * total).to(synthetic[0].dtype)
 
-    def config(self) -> dict[str, Any]:
-        return {"signal_weight": self.signal_weight, "filter_weight": self.filter_weight, "scale": self.scale,
-                "beta_scale_power": self.beta_scale_power}
-
-
 def _stack_with_one_hot(features_by_class: Sequence[Tensor], side: str) -> tuple[Tensor, Tensor]:
     """Concatenate per-class features (float64) and one-hot labels over the list positions."""
     for position, features in enumerate(features_by_class):
@@ -399,17 +392,12 @@ def check_relative_beta(value: float, label: str) -> float:
 class FixedFilterMatching(RidgeFilterMatching):
     """Eq. 11 with a constant relative beta: the fixed low-pass / high-pass ablations of CFM."""
 
-    default_beta: ClassVar[float]
-
-    def __init__(self, beta: float | None = None, **weights: float) -> None:
+    def __init__(self, beta: float, **weights: float) -> None:
         super().__init__(**weights)
-        self.beta = check_relative_beta(self.default_beta if beta is None else beta, "beta")
+        self.beta = check_relative_beta(beta, "beta")
 
     def relative_beta(self, context: MatchingContext) -> float:
         return self.beta
-
-    def config(self) -> dict[str, Any]:
-        return {"beta": self.beta, **super().config()}
 
 
 @OBJECTIVES.register("lowpass")
@@ -417,7 +405,9 @@ class LowPassMatching(FixedFilterMatching):
     """Fixed large beta: a nearly flat filter, DM-like low-frequency matching (CFM's start)."""
 
     name = "lowpass"
-    default_beta = DEFAULT_LOWPASS_BETA
+
+    def __init__(self, beta: float = DEFAULT_LOWPASS_BETA, **weights: float) -> None:
+        super().__init__(beta, **weights)
 
 
 @OBJECTIVES.register("highpass")
@@ -425,4 +415,6 @@ class HighPassMatching(FixedFilterMatching):
     """Fixed small beta: small FFC eigenvalues amplified, high-frequency matching (CFM's end)."""
 
     name = "highpass"
-    default_beta = DEFAULT_HIGHPASS_BETA
+
+    def __init__(self, beta: float = DEFAULT_HIGHPASS_BETA, **weights: float) -> None:
+        super().__init__(beta, **weights)
