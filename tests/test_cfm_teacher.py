@@ -125,3 +125,31 @@ def test_checkpoint_resumes_to_the_same_images(teacher, digits, tmp_path, monkey
     resumed, _ = distill_with_teacher(digits.train, digits.info, teacher.net, config, checkpoint=path)
     assert torch.allclose(resumed.images, straight.images, atol=1e-6)
     assert not path.exists()
+
+
+def test_cli_distill_with_teacher_and_soft_label_evaluation(teacher, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from distillset.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    missing = runner.invoke(app, ["distill", "--method", "cfm-teacher", "--dataset", "digits", "--out", str(out)])
+    assert missing.exit_code == 2 and "without --teacher" in missing.output
+    result = runner.invoke(app, ["distill", "--method", "cfm-teacher", "--teacher", str(teacher.path), "--dataset",
+                                 "digits", "--ipc", "2", "--iterations", "2", "--param", "real_images=100",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "cfm-teacher" and manifest["teacher"]["sha256"] == teacher.manifest["sha256"]
+    for extra in ([], ["--soft-labels", str(teacher.path), "--temperature", "2"]):
+        evaluated = runner.invoke(app, ["evaluate", str(out), "--epochs", "1", "--models", "1", "--no-compile",
+                                        "--precision", "fp32", *extra])
+        assert evaluated.exit_code == 0, evaluated.output
+    results = json.loads((out / "evaluation.json").read_text())
+    labels = sorted(entry["labels"]["labels"] for entry in results.values())
+    assert labels == ["hard", "soft"]
+    soft = next(entry for entry in results.values() if entry["labels"]["labels"] == "soft")
+    assert soft["labels"]["temperature"] == 2.0 and soft["labels"]["teacher_sha256"] == teacher.manifest["sha256"]

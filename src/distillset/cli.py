@@ -207,6 +207,9 @@ def distill(
              "hardware has native bf16, CPU with AMX / AVX-512 BF16 or CUDA, else fp32), fp32 or bf16. The "
              "synthetic images and their gradients stay fp32.")] = "auto",
     compile: Compile = None,
+    teacher: Annotated[Optional[Path], typer.Option(
+        help="Teacher folder (`distillset teacher train`) for the decoupled methods cfm-teacher, lowpass-teacher, "
+             "highpass-teacher, dm-teacher (docs/unidd_cfm.md Sec. 8).")] = None,
     seed: Seed = 0,
     device: Device = "cpu",
     data_root: DataRoot = None,
@@ -217,6 +220,10 @@ def distill(
     methods = [name.strip() for name in method.split(",") if name.strip()]
     if not methods or len(set(methods)) != len(methods):
         _fail(f"--method '{method}' must name one method or a comma list of different methods")
+    if teacher is not None or any(name.endswith("-teacher") for name in methods):
+        _distill_with_teacher(methods, teacher, dataset=dataset, ipc=ipc, iterations=iterations, init=init,
+                              param=param, out=out, seed=seed, device=device, data_root=data_root)
+        return
 
     dev = _device(device)
     precision, compile = _speed(precision, compile, dev)
@@ -302,6 +309,10 @@ def evaluate(
         typer.Option(help="Full-data accuracy for HLR: ARCH=PERCENT or PERCENT (repeatable); else trained."),
     ] = None,
     full_data_epochs: Annotated[int, typer.Option(help="Epochs of the full-data network when HLR must train one.")] = 3,
+    soft_labels: Annotated[Optional[Path], typer.Option(
+        "--soft-labels", metavar="TEACHER",
+        help="Train on this teacher's soft labels of the images (a different protocol; docs/teachers.md).")] = None,
+    temperature: Annotated[float, typer.Option(help="Soft-label temperature T: softmax(logits / T).")] = 1.0,
     require_signature: Annotated[bool, typer.Option(
         "--require-signature", help="Refuse the run unless a trusted key signed it (docs/security.md).")] = False,
     trusted_key: Annotated[Optional[list[Path]], typer.Option(
@@ -323,6 +334,19 @@ def evaluate(
     count = _count(models, 5)
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0),
                    manifest.get("bias"))
+    labels_record = None
+    if soft_labels is not None:
+        from distillset.training.teachers import load_teacher, soft_label_record, with_soft_labels
+
+        try:
+            teacher = load_teacher(soft_labels, device=_device(device))
+            if teacher.recipe.dataset != manifest["dataset"]:
+                raise ValueError(f"--soft-labels: the teacher was trained on {teacher.recipe.dataset}, the set is of "
+                                 f"{manifest['dataset']}; pass a teacher of {manifest['dataset']}")
+            synthetic = with_soft_labels(synthetic, teacher, temperature)
+        except (ArtifactError, ValueError) as exc:
+            _fail(str(exc))
+        labels_record = soft_label_record(teacher, temperature)
     results_path = RunDir(run).evaluation
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     dev = _device(device)
@@ -347,13 +371,15 @@ def evaluate(
 
     for arch in architectures:
         key = f"{arch}-e{epochs}-n{count}-s{seed}" + ("-elf" if elf_config else "") + (
-            f"-{precision}" if precision != "fp32" else "")
+            f"-{precision}" if precision != "fp32" else "") + (
+            f"-soft-{teacher.manifest['sha256'][:8]}-T{temperature:g}" if labels_record else "")
         training = RunDir(run).evaluation_work / key  # tested models and the one in training: a rerun resumes
         try:
             config = EvalConfig(model=arch, epochs=epochs, num_models=count, precision=precision, seed=seed,
                                 compile=compile)
             result = run_evaluation(synthetic, config, training)
             entry = result.to_dict()
+            entry["labels"] = labels_record or {"labels": "hard"}
             if arch in bias_groups:
                 entry["bias"] = bias_groups[arch]
             if fair_metrics:
@@ -367,7 +393,8 @@ def evaluate(
         results[key] = entry
         atomic_write_json(results_path, results)
         shutil.rmtree(training, ignore_errors=True)
-        typer.echo(f"{arch + (' +ELF' if elf_config else ''):17s} {format_mean_std(result.mean, result.std)}  "
+        label = arch + (" +ELF" if elf_config else "") + (" soft" if labels_record else "")
+        typer.echo(f"{label:17s} {format_mean_std(result.mean, result.std)}  "
                    f"(n={count}, {epochs} epochs, final epoch)")
         if "bias" in entry:
             typer.echo(f"{'':17s} " + "  ".join(f"{group} {format_mean_std(v['mean'], v['std'])}"
@@ -571,6 +598,48 @@ def report(
     typer.echo(f"report: {path}")
 
 
+def _distill_with_teacher(methods: list[str], teacher_path: Path | None, *, dataset: str, ipc: int, iterations: int,
+                          init: str, param: list[str] | None, out: Path, seed: int, device: str,
+                          data_root: Path | None) -> None:
+    """``distill --method cfm-teacher|lowpass-teacher|highpass-teacher|dm-teacher --teacher T``: the decoupled
+    pipeline (resumable: its checkpoint is out/<method>/checkpoint.safetensors)."""
+    from distillset.engine.teacher_matching import TEACHER_METHODS, TeacherMatchingConfig, distill_with_teacher
+    from distillset.training.teachers import load_teacher
+
+    if teacher_path is None or not all(name in TEACHER_METHODS for name in methods):
+        _fail(f"--teacher goes with the methods {', '.join(TEACHER_METHODS)} (and they need it); got --method "
+              f"{','.join(methods)}{'' if teacher_path else ' without --teacher'}")
+    dev = _device(device)
+    try:
+        teacher = load_teacher(teacher_path, device=dev)
+    except ArtifactError as exc:
+        _fail(str(exc))
+    if teacher.recipe.dataset != dataset:
+        _fail(f"the teacher was trained on {teacher.recipe.dataset}, not {dataset}; pass --dataset "
+              f"{teacher.recipe.dataset} or a teacher of {dataset}")
+    splits = _load(dataset, data_root, None, seed)
+    for name in methods:
+        run_dir = out if len(methods) == 1 else out / name
+        try:
+            config = TeacherMatchingConfig(method=name, ipc=ipc, iterations=iterations, init=init, seed=seed,
+                                           **_parse_params(param))
+            synthetic, log = distill_with_teacher(splits.train, splits.info, teacher.net, config,
+                                                  teacher_sha256=teacher.manifest["sha256"],
+                                                  checkpoint=RunDir(run_dir).checkpoint, device=dev, progress=True)
+        except KeyboardInterrupt:
+            typer.echo(f"\ninterrupted: checkpoint saved in {run_dir}; rerun the same command to continue", err=True)
+            raise typer.Exit(code=130) from None
+        except (TypeError, ValueError, FloatingPointError, CheckpointMismatchError, ArtifactError) as exc:
+            _fail(str(exc))
+        save_run(run_dir, synthetic, method=name, dataset=dataset, ipc=ipc, seed=seed, config=asdict(config),
+                 wall_seconds=log["seconds"],
+                 extra={"kind": "distilled", "final_log": log, "runtime": runtime_record(dev, "fp32", False),
+                        "teacher": {"path": str(teacher.path), "sha256": teacher.manifest["sha256"],
+                                    "test_accuracy": teacher.test_accuracy}})
+        typer.echo(f"saved {len(synthetic)} images to {run_dir}; evaluate with soft labels: distillset evaluate "
+                   f"{run_dir} --soft-labels {teacher.path}")
+
+
 teacher_app = typer.Typer(help="Teachers: networks trained on a full training split (docs/teachers.md).",
                           no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
@@ -581,7 +650,7 @@ TeacherRoot = Annotated[Optional[Path], typer.Option(
 @teacher_app.command("train")
 def teacher_train(
     dataset: Annotated[str, typer.Option(help="Dataset name (see `distillset datasets`).")] = "fashion-mnist",
-    model: Annotated[str, typer.Option(help="Network (see docs/networks.md), e.g. convnet3, resnet18-in.")] = "convnet3",
+    model: Annotated[str, typer.Option(help="Network (docs/networks.md), e.g. convnet3, resnet18-in.")] = "convnet3",
     epochs: Annotated[int, typer.Option(help="Passes over the training split (lr x0.1 after half).")] = 20,
     dsa: Annotated[bool, typer.Option("--dsa/--no-dsa", help="DSA augmentation of every batch.")] = True,
     width: Annotated[Optional[int], typer.Option(help="Network width (ConvNet: channels), e.g. 512.")] = None,

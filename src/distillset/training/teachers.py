@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from distillset.data import dataset_info
-from distillset.data.base import DatasetInfo, DatasetSplits
+from distillset.data.base import DatasetInfo, DatasetSplits, ImageSet
 from distillset.io import ArtifactError, atomic_save_tensors, atomic_write_json, sha256_file
 from distillset.nets import get_network
 from distillset.nets.base import StagedNetwork
@@ -240,3 +240,15 @@ def teachers_in_training(root: str | Path | None = None) -> list[Path]:
     return sorted(p.parent for p in teachers_root(root).glob(f"*/{TRAINING_NAME}.safetensors")
                   if not (p.parent / MANIFEST_NAME).is_file())
 
+
+
+def with_soft_labels(synthetic: ImageSet, teacher: Teacher, temperature: float = 1.0) -> ImageSet:
+    """``synthetic`` relabelled with the teacher's probabilities softmax(logits / T) on its un-augmented images
+    (evaluation then trains on them with :func:`~distillset.training.soft_cross_entropy`)."""
+    return ImageSet(synthetic.images, synthetic.labels, teacher.soft_labels(synthetic.images, temperature))
+
+
+def soft_label_record(teacher: Teacher, temperature: float) -> dict[str, Any]:
+    """What an evaluation with a teacher's soft labels records (every table labels its rows with it)."""
+    return {"labels": "soft", "teacher": str(teacher.path), "teacher_sha256": teacher.manifest["sha256"],
+            "teacher_test_accuracy": teacher.test_accuracy, "temperature": temperature}
