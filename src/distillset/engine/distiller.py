@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from distillset.augment import DSA, DSAParams
 from distillset.data.base import DatasetInfo, ImageSet
+from distillset.engine.debias import check_debias, real_sample_weights
 from distillset.engine.networks import (
     LockstepNetworks,
     RandomNetworkSampler,
@@ -78,6 +79,9 @@ class DistillConfig:
     checkpoint_every: int = 100
     checkpoint_seconds: float = 600.0  # also checkpoint once this long has passed (slow runs, e.g. IDM on a CPU)
     log_every: int = 10
+    # Re-weighting of biased real data (distillset.engine.debias; docs/biased.md): "none" | "kde", and its settings
+    debias: str = "none"
+    debias_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.ipc < 1:
@@ -91,6 +95,7 @@ class DistillConfig:
         check_precision(self.real_precision)
         if self.expansion_factor < 1:
             raise ValueError(f"expansion_factor must be >= 1, got {self.expansion_factor}")
+        check_debias(self.debias, self.debias_params)
 
     @property
     def method_label(self) -> str:
@@ -144,6 +149,9 @@ class Distiller:
         self.objective_generator = torch.Generator().manual_seed(config.seed + OBJECTIVE_STREAM_OFFSET)
         self.real_pass_cache: RealPassCache | None = None  # set by run_together
         self.sampler: RandomNetworkSampler | TrainedNetworkQueue | LockstepNetworks = self._make_sampler()
+        # debias: per-image probabilities of the real draws (initial images and batches); None draws uniformly
+        self.real_weights = real_sample_weights(real, info, config.debias, config.debias_params, model=config.model,
+                                                seed=config.seed, device=self.device, precision=config.real_precision)
         self.stored = self._initial_images()
         self.optimizer = torch.optim.SGD([self.stored], lr=config.lr_img, momentum=config.momentum)
         self.iteration = 0
@@ -168,7 +176,8 @@ class Distiller:
             for cls in self.classes:
                 members = self.real.class_indices(cls)
                 draw = c.ipc * f * f
-                picks = members[torch.randperm(len(members), generator=self.generator)[:draw]]
+                picks = members[torch.randperm(len(members), generator=self.generator)[:draw]
+                                if self.real_weights is None else self._weighted(members, draw, replacement=False)]
                 if len(picks) < draw:  # tiny tail classes: reuse images
                     picks = members[torch.randint(len(members), (draw,), generator=self.generator)]
                 per_class.append(pack(self.real.images[picks], f))
@@ -189,8 +198,15 @@ class Distiller:
     # ------------------------------------------------------------- one step
     def _real_batch(self, cls: int) -> Tensor:
         members = self.real.class_indices(cls)
+        if self.real_weights is not None:
+            return self.real_images[members[self._weighted(members, self.config.batch_real, replacement=True)]]
         picks = members[torch.randperm(len(members), generator=self.generator)[: self.config.batch_real]]
         return self.real_images[picks]
+
+    def _weighted(self, members: Tensor, count: int, *, replacement: bool) -> Tensor:
+        """Positions in ``members`` drawn with probability proportional to their debias weights."""
+        count = count if replacement else min(count, len(members))
+        return torch.multinomial(self.real_weights[members], count, replacement, generator=self.generator)
 
     def _real_pass(self, sampled: SampledNetwork, classes: Sequence[int]) -> RealPass:
         """Draw each class's real batch and DSA parameters (in the reference's order) and embed the batches
@@ -391,7 +407,7 @@ class RealPassCache:
 
 # Settings that decide a step's real pass besides the per-step key (network seed, classes, generator state).
 SHARED_SETTINGS = ("model", "seed", "batch_real", "dsa_strategy", "real_precision", "compile", "classes",
-                   "network_source")
+                   "network_source", "debias", "debias_params")
 
 
 def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> list[ImageSet]:
