@@ -8,7 +8,13 @@ from distillset.security.dark_distillation import (
     dark_distillation,
     gradient_distance,
 )
-from distillset.security.scan import ScanConfig, ScanResult, anomaly_indices, scan_set
+from distillset.security.scan import (
+    CALIBRATED_THRESHOLDS,
+    ScanResult,
+    calibrated_threshold,
+    high_frequency_ratio,
+    scan_set,
+)
 from distillset.security.signing import (
     SignatureError,
     VerifiedSignature,
@@ -20,19 +26,20 @@ from distillset.security.signing import (
 from distillset.security.triggers import Trigger, TriggerSpec
 
 __all__ = [
+    "CALIBRATED_THRESHOLDS",
     "AttackResult",
     "DarkDistillationConfig",
-    "ScanConfig",
     "ScanResult",
     "SignatureError",
     "Trigger",
     "TriggerSpec",
     "VerifiedSignature",
-    "anomaly_indices",
     "attack_success_rate",
+    "calibrated_threshold",
     "dark_distillation",
     "generate_keypair",
     "gradient_distance",
+    "high_frequency_ratio",
     "load_trusted_run",
     "scan_set",
     "sign_run",

@@ -80,7 +80,8 @@ class AttackResult:
     backdoor: ImageSet  # the triggered archetypes, all labelled with the target
     trigger: Trigger
     seconds: float
-    losses: list[dict[str, float]]  # benign and backdoor distance at the end of each trajectory point
+    losses: list[dict[str, float]]  # per trajectory point (its last batch): the benign and backdoor distances
+    # at the first (``*_first``) and last image update
 
 
 def build_network(model: str, width: int | None, info: DatasetInfo, seed: int, device: torch.device) -> nn.Module:
@@ -186,7 +187,8 @@ def dark_distillation(
             # theta_i is fixed during the image updates, so both reference gradients are computed once.
             g_benign = [g.detach() for g in torch.autograd.grad(_loss(net(original[idx]), targets[idx]), params)]
             g_backdoor = [g.detach() for g in torch.autograd.grad(_loss(net(backdoor_x), backdoor_y), params)]
-            for _ in range(config.match_steps):
+            record: dict[str, float] = {"point": float(point)}
+            for step in range(config.match_steps):
                 g_syn = torch.autograd.grad(_loss(net(poisoned), targets), params, create_graph=True)
                 benign = gradient_distance(g_syn, g_benign, config.metric)
                 backdoored = gradient_distance(g_syn, g_backdoor, config.metric)
@@ -194,8 +196,10 @@ def dark_distillation(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward(inputs=[poisoned])
                 optimizer.step()
-        record = {"point": float(point), "benign": float(benign.detach()), "backdoor": float(backdoored.detach())} \
-            if config.match_steps else {"point": float(point)}
+                if step == 0:
+                    record.update(benign_first=float(benign.detach()), backdoor_first=float(backdoored.detach()))
+            if config.match_steps:
+                record.update(benign=float(benign.detach()), backdoor=float(backdoored.detach()))
         losses.append(record)
         if on_point is not None:
             on_point(point, record)
