@@ -749,26 +749,24 @@ def verify(
 @app.command()
 def scan(
     run: Annotated[Path, typer.Argument(help="Run directory to scan for a backdoor.")],
-    threshold: Annotated[float, typer.Option(help="Anomaly index above which the set is flagged.")] = 2.0,
-    steps: Annotated[int, typer.Option(help="Trigger optimisation steps per class.")] = 100,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Score above which the set is flagged (default: the one calibrated for the run's dataset).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the result as JSON here.")] = None,
-    seed: Seed = 0,
-    device: Device = "cpu",
 ) -> None:
-    """Look for a backdoor in a set from the set alone (trigger reverse-engineering; docs/security.md).
-    Exit code 0: nothing found, 3: flagged."""
-    from distillset.data import dataset_info
-    from distillset.security.scan import ScanConfig, scan_set
+    """Look for gradient-based poisoning (e.g. Dark Distillation) in a set from the set alone: its high-frequency
+    footprint (docs/security.md). Exit code 0: nothing found, 3: flagged."""
+    from distillset.security.scan import calibrated_threshold, scan_set
 
     synthetic, manifest = _open_run(run)
-    result = scan_set(synthetic, dataset_info(manifest["dataset"]),
-                      ScanConfig(threshold=threshold, steps=steps, seed=seed), device=_device(device))
+    try:
+        result = scan_set(synthetic, calibrated_threshold(manifest["dataset"]) if threshold is None else threshold)
+    except ValueError as exc:
+        _fail(str(exc))
     if out is not None:
         atomic_write_json(out, {"run": str(run), **result.to_dict()})
-    verdict = "FLAGGED: likely backdoor" if result.flagged else "no backdoor found"
-    typer.echo(f"{verdict}; suspect class {result.suspect_class}, anomaly index {result.anomaly_index:.2f} "
-               f"(threshold {threshold}); reversed-trigger mask L1 per class: "
-               + " ".join(f"{v:.1f}" for v in result.mask_l1))
+    verdict = "FLAGGED: likely poisoned" if result.flagged else "no poisoning found"
+    typer.echo(f"{verdict}: high-frequency score {result.score:.2f} (threshold {result.threshold}); per class: "
+               + " ".join(f"{v:.2f}" for v in result.per_class))
     if result.flagged:
         raise typer.Exit(code=3)
 
