@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+import distillset.evaluate.elf as elf_module
 from distillset.artifacts import save_run
 from distillset.cli import app
 from distillset.data import dataset_info
@@ -150,3 +151,45 @@ def test_cli_evaluate_with_elf_and_fair_metrics(digits, small_set, tmp_path, mon
     assert math.isfinite(fair["lrs_mean"]) and "LRS" in result.output
     bad = CliRunner().invoke(app, ["evaluate", str(run), "--elf", "--elf-param", "nonsense=1", "--epochs", "0"])
     assert bad.exit_code == 2 and "--elf-param" in bad.output
+
+
+def test_normalized_targets_keep_the_ce_term_on_the_task_loss_scale():
+    g = torch.Generator().manual_seed(0)
+    activation = torch.randn(4, 128, 3, 3, generator=g)
+    features = 1000.0 * torch.rand(4, 128, 3, 3, generator=g)  # raw post-ReLU maps of a large magnitude
+    targets = elf_module.normalized_features(features)
+    assert torch.allclose(targets.sum(dim=1), torch.ones(4, 3, 3))
+    raw, normalized = feature_distance(activation, features), feature_distance(activation, targets)
+    assert raw > 1e4 and normalized < math.log(128) + 2.0  # CE(q, softmax(h)) = H(q) + KL; H(q) <= log C
+    loss = ELFLoss(features, ImageSet(torch.zeros(4, 1, 8, 8), torch.arange(4)),
+                   ELFConfig(feature_target="normalized", lambda_rear=0))
+    assert torch.equal(loss.front_targets, targets)
+    with pytest.raises(ValueError, match="feature_target"):
+        ELFConfig(feature_target="softmax")
+
+
+def test_split_choice_for_a_width_128_teacher():
+    """A ConvNet-3 teacher of width 128 (128x4x4 at 28 px): ResNet-18 is cut where the reference cuts it (after
+    the first block of layer4, 512x4x4, channels bridged); ResNetAP-10 after its last stage (pooled, bridged)."""
+    info = dataset_info("fashion-mnist")
+    feature_shape = (128, 4, 4)
+    for name in ("resnet18", "resnet18-in"):
+        assert choose_eval_split(stage_shapes(get_network(name, 1, 10, 28, seed=0), info), feature_shape) == 7
+    assert choose_eval_split(stage_shapes(get_network("resnetap10", 1, 10, 28, seed=0), info), feature_shape) == 4
+    assert choose_eval_split(stage_shapes(get_network("convnet3", 1, 10, 28, seed=0), info), feature_shape) == 2
+
+
+def test_teacher_by_path(digits, small_set, tmp_path):
+    from distillset.training.teachers import make_recipe, train_teacher
+
+    recipe = make_recipe(digits, "convnet3", epochs=1, dsa=False, precision="fp32", network_options={"width": 16})
+    teacher = train_teacher(digits, recipe, root=tmp_path)
+    config = ELFConfig(teacher=str(teacher.path))
+    net = elf_feature_network(digits, config)
+    assert torch.equal(net.state_dict()["classifier.weight"], teacher.net.state_dict()["classifier.weight"])
+    result = evaluate_elf(small_set, digits, EvalConfig(epochs=1, num_models=1), config)
+    record = result.config["elf"]
+    assert record["teacher_sha256"] == teacher.manifest["sha256"] and record["feature_shape"] == [16, 1, 1]
+    other = dataset_info("fashion-mnist")
+    with pytest.raises(ValueError, match="trained on digits"):
+        elf_feature_network(type(digits)(other, digits.train, digits.test), config)

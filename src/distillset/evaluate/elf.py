@@ -32,9 +32,11 @@ from distillset.data.base import DatasetInfo, DatasetSplits, ImageSet
 from distillset.evaluate.protocol import EvalResult, check_compatible, evaluate_synthetic
 from distillset.nets import StagedNetwork, get_network
 from distillset.training import EvalConfig, ModelResult, soft_cross_entropy, trained_feature_network
+from distillset.training.teachers import load_teacher, read_manifest
 
 FeatureLoss = Literal["ce", "l2", "l1", "cos"]
 FEATURE_LOSSES: tuple[str, ...] = ("ce", "l2", "l1", "cos")
+FEATURE_TARGETS: tuple[str, ...] = ("raw", "normalized")
 Shape = tuple[int, ...]
 
 
@@ -42,11 +44,20 @@ Shape = tuple[int, ...]
 class ELFConfig:
     """ELF settings; defaults follow ``ELF_eval.sh`` (elf.md sections 3-5) except the feature-net training.
 
-    The reference feature network is a width-512 ConvNet-3 trained 100 epochs with DSA (expert epoch 100);
-    here it is trained by :func:`~distillset.training.trained_feature_network` (no augmentation) for
-    ``feature_epochs`` epochs on the whole train split, or on a class-balanced random subset of
-    ``feature_train_size`` images, and cached on disk.
+    The reference feature network is a width-512 ConvNet-3 trained 100 epochs with DSA (expert epoch 100).
+    ``teacher`` is the folder of a trained teacher (``distillset teacher train``, docs/teachers.md), whose
+    network then serves as the feature network (``feature_model``, ``feature_width``, ``feature_epochs`` and
+    ``feature_train_size`` are not used). Without one, a quick stand-in is trained by
+    :func:`~distillset.training.trained_feature_network` (no augmentation) for ``feature_epochs`` epochs on the
+    whole train split, or on a class-balanced random subset of ``feature_train_size`` images, and cached.
+
+    ``feature_target``: ``raw`` (the reference) uses the features f as they are, so the ``ce`` term scales with
+    their channel sum; ``normalized`` divides f by its channel sum at each position, which makes the ``ce`` term
+    a cross-entropy between distributions over channels, at most log(channels), on the scale of the task loss
+    (docs/evaluation.md, ELF). The rear term always uses the raw f.
     """
+
+    teacher: str | None = None
 
     feature_model: str = "convnet3"
     feature_width: int = 512
@@ -58,8 +69,11 @@ class ELFConfig:
     lambda_front: float = 1.0
     lambda_rear: float = 1.0
     feature_loss: FeatureLoss = "ce"
+    feature_target: str = "raw"
 
     def __post_init__(self) -> None:
+        if self.feature_target not in FEATURE_TARGETS:
+            raise ValueError(f"feature_target must be one of {', '.join(FEATURE_TARGETS)}, got {self.feature_target!r}")
         if self.feature_loss not in FEATURE_LOSSES:
             raise ValueError(f"feature_loss must be one of {', '.join(FEATURE_LOSSES)}, got {self.feature_loss!r}")
         if not (math.isfinite(self.lambda_front) and math.isfinite(self.lambda_rear)) or min(
@@ -117,7 +131,8 @@ def stage_shapes(net: StagedNetwork, info: DatasetInfo) -> list[Shape]:
 def choose_eval_split(shapes: list[Shape], feature_shape: Shape) -> int:
     """The evaluation network's split: the first stage whose output shape equals the features', else the
     first with the same channels and a spatial size the features can be pooled to, else the first with the
-    same spatial size (channels bridged by 1x1 convolutions)."""
+    same spatial size (channels bridged by 1x1 convolutions), else the first with a spatial size the features
+    can be pooled to (pooled and bridged)."""
 
     def poolable(shape: Shape) -> bool:
         return len(shape) == len(feature_shape) and all(s <= f for s, f in zip(shape[1:], feature_shape[1:]))
@@ -126,6 +141,7 @@ def choose_eval_split(shapes: list[Shape], feature_shape: Shape) -> int:
         lambda s: s == feature_shape,
         lambda s: s[0] == feature_shape[0] and poolable(s),
         lambda s: s[1:] == feature_shape[1:] and len(s) == len(feature_shape),
+        poolable,
     ]
     for rule in rules:
         for index, shape in enumerate(shapes):
@@ -186,6 +202,7 @@ class ELFLoss:
 
     def __init__(self, features: Tensor, train: ImageSet, config: ELFConfig) -> None:
         self.features = features
+        self.front_targets = normalized_features(features) if config.feature_target == "normalized" else features
         targets = train.soft_labels if train.soft_labels is not None else train.labels
         self.targets = targets.to(features.device)
         self.config = config
@@ -198,7 +215,7 @@ class ELFLoss:
         loss = front.new_zeros(())
         if self.config.lambda_front:
             loss = loss + self.config.lambda_front * feature_distance(
-                net.to_feature(front), features, self.config.feature_loss
+                net.to_feature(front), self.front_targets[batch_indices], self.config.feature_loss
             )
         if self.config.lambda_rear:
             logits = net.logits_from_features(features).float()
@@ -208,10 +225,23 @@ class ELFLoss:
         return loss
 
 
+def normalized_features(features: Tensor) -> Tensor:
+    """f divided by its sum over channels (axis 1) at each position: a distribution over channels (ReLU
+    features are non-negative; an all-zero position stays zero)."""
+    return features / features.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def elf_feature_network(
     splits: DatasetSplits, config: ELFConfig, *, device: str | torch.device = "cpu", progress: bool = False
 ) -> StagedNetwork:
-    """The distillation-family network trained on real data (cached on disk by ``trained_feature_network``)."""
+    """The distillation-family network trained on real data: ``config.teacher`` when set (checked to be a
+    teacher of this dataset), else the cached stand-in of ``trained_feature_network``."""
+    if config.teacher is not None:
+        teacher = load_teacher(config.teacher, device=device)
+        if teacher.recipe.dataset != splits.info.name:
+            raise ValueError(f"the ELF teacher {config.teacher} was trained on {teacher.recipe.dataset}, not "
+                             f"{splits.info.name}; pass a teacher of {splits.info.name}")
+        return teacher.net
     if config.feature_train_size is not None and config.feature_train_size < len(splits.train):
         per_class, remainder = divmod(config.feature_train_size, splits.info.num_classes)
         if per_class < 1 or remainder:
@@ -291,6 +321,9 @@ def evaluate_elf(
     elf_record = {
         **asdict(elf), "eval_split": split, "feature_shape": list(feature_shape), "front_shape": list(front_shape)
     }
+    if elf.teacher is not None:
+        manifest = read_manifest(elf.teacher)
+        elf_record.update(teacher_sha256=manifest["sha256"], teacher_test_accuracy=manifest["test_accuracy"])
     result = evaluate_synthetic(
         synthetic, splits.test, info, config, device=device, progress=progress, on_model_done=on_model_done,
         wrap_network=lambda net, seed: ELFNetwork(net, split, front_shape, feature_shape, seed=seed),
