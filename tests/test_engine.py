@@ -348,24 +348,29 @@ def test_in_place_reinitialisation_equals_a_fresh_network():
         assert torch.equal(a, b), name
 
 
-def test_queue_training_in_bf16_and_compiled_tracks_fp32(real):
-    """IDM's queue-training speed path (bf16 autocast + compiled forward) trains the same nets as fp32 eager,
-    up to bf16 rounding; the parameters and optimiser state stay fp32."""
+def test_queue_training_in_bf16_tracks_fp32(real):
+    """IDM's queue training under bf16 autocast (the default where the CPU has native bf16) moves the nets as
+    fp32 does: after 10 SGD steps the two differ by less than half of the fp32 update (measured: a third; a
+    training that went its own way differs by about the whole update), and bf16 really was in effect. The
+    parameters and the optimiser state stay fp32. Eager on both sides: compiling would dominate the test's time
+    (the compile fallback is tested in test_runtime.py)."""
+    steps = 10
 
-    def trained(**kw) -> TrainedNetworkQueue:
+    def trained(**kw) -> tuple[TrainedNetworkQueue, list[torch.Tensor]]:
         queue = TrainedNetworkQueue("convnet3", INFO, 0, torch.device("cpu"),
-                                    QueueConfig(initial=1, train_steps=3, train_batch=32), **kw)
+                                    QueueConfig(initial=1, train_steps=steps, train_batch=32), **kw)
+        start = [p.detach().clone() for p in queue.queue[0].net.parameters()]
         queue.after_step(0, real)
-        return queue
+        return queue, start
 
-    reference, fast = trained(), trained(precision="bf16", compile=True)
-    for a, b in zip(reference.queue[0].net.parameters(), fast.queue[0].net.parameters(), strict=True):
-        assert b.dtype == torch.float32
-        assert torch.allclose(a, b, atol=2e-2, rtol=2e-2)
-    differences = [(a - b).abs().max() for a, b in
-                   zip(reference.queue[0].net.parameters(), fast.queue[0].net.parameters(), strict=True)]
-    assert max(differences) > 0  # bf16 really was in effect
-    assert fast.queue[0].seen == reference.queue[0].seen == 96
+    (reference, start), (fast, _) = trained(precision="fp32"), trained(precision="bf16")
+    ours, theirs = list(fast.queue[0].net.parameters()), list(reference.queue[0].net.parameters())
+    assert all(p.dtype == torch.float32 for p in ours)
+    assert all(fast.queue[0].optimizer.state[p]["momentum_buffer"].dtype == torch.float32 for p in ours)
+    update = torch.cat([(b - a).flatten() for a, b in zip(start, theirs, strict=True)]).norm()
+    gap = torch.cat([(b - a).flatten() for a, b in zip(theirs, ours, strict=True)]).norm()
+    assert 0 < gap < 0.5 * update
+    assert fast.queue[0].seen == reference.queue[0].seen == 32 * steps
 
 
 def test_method_label_names_the_preset():
