@@ -101,5 +101,9 @@ def test_cli_train_and_list(tmp_path):
     assert "test accuracy" in result.output
     listed = runner.invoke(app, ["teacher", "list", "--root", str(tmp_path)])
     assert listed.exit_code == 0 and "digits convnet3 1 epochs no aug. fp32" in listed.output
+    out = runner.invoke(app, [*args, "--out", str(tmp_path / "mine")])
+    assert out.exit_code == 0 and (tmp_path / "mine" / "manifest.json").is_file()
+    other = runner.invoke(app, [*args, "--out", str(tmp_path / "mine"), "--lr", "0.02"])
+    assert other.exit_code == 2 and "another recipe" in other.output
     bad = runner.invoke(app, ["teacher", "train", "--dataset", "digits", "--model", "nope", "--root", str(tmp_path)])
     assert bad.exit_code == 2 and "nope" in bad.output

@@ -658,6 +658,8 @@ def teacher_train(
     precision: Precision = "auto",
     compile: Compile = False,
     root: TeacherRoot = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Store the teacher in this folder instead of <root>/<recipe key>.")] = None,
     seed: Seed = 0,
     device: Device = "cpu",
     data_root: DataRoot = None,
@@ -671,7 +673,7 @@ def teacher_train(
     try:
         recipe = make_recipe(splits, model, epochs=epochs, dsa=dsa, seed=seed, precision=precision, device=dev,
                              network_options={"width": width} if width is not None else None, lr=lr)
-        teacher = train_teacher(splits, recipe, root=root, device=dev, progress=True, compile=compile)
+        teacher = train_teacher(splits, recipe, root=root, device=dev, progress=True, compile=compile, folder=out)
     except KeyboardInterrupt:
         typer.echo("\ninterrupted: rerun the same command to continue from the last checkpoint", err=True)
         raise typer.Exit(code=130) from None

@@ -145,18 +145,22 @@ def train_teacher(
     progress: bool = False,
     compile: bool = False,
     checkpoint_seconds: float = 120.0,
+    folder: str | Path | None = None,
 ) -> Teacher:
     """Train the teacher of ``recipe`` on ``splits.train`` (all of it) and test it on ``splits.test``; or return
-    the stored one when ``<root>/<recipe.key()>`` already holds it. A stopped training resumes from its
-    checkpoint (bit-for-bit the weights of an uninterrupted run)."""
+    the stored one when ``<root>/<recipe.key()>`` (or ``folder``, when given) already holds it. A stopped
+    training resumes from its checkpoint (bit-for-bit the weights of an uninterrupted run)."""
     if recipe.dataset != splits.info.name or recipe.train_size != len(splits.train):
         raise ValueError(
             f"the recipe is for {recipe.dataset} with {recipe.train_size} training images, the data is "
             f"{splits.info.name} with {len(splits.train)}; build the recipe with make_recipe(splits, ...)"
         )
-    folder = teachers_root(root) / recipe.key()
+    folder = Path(folder) if folder is not None else teachers_root(root) / recipe.key()
     if (folder / MANIFEST_NAME).is_file():
-        return load_teacher(folder, device=device)
+        stored = load_teacher(folder, device=device)
+        if stored.recipe != recipe:
+            raise ValueError(f"{folder} holds a teacher of another recipe ({stored.recipe}); pick another folder")
+        return stored
     device = torch.device(device)
     net = _build(recipe, splits.info).to(device)
     config = recipe.eval_config()
