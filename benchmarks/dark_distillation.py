@@ -11,13 +11,14 @@ image updates, victim epochs, models, test subset) is recorded in every row's ``
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common import ROOT, Cells, command_line, markdown_table, mean_std, write_results
+from common import RESULTS, ROOT, Cells, command_line, markdown_table, mean_std, write_results
 from distillset.artifacts import load_run, save_run
 from distillset.data import load_dataset
 from distillset.data.base import DatasetInfo, ImageSet
@@ -93,7 +94,7 @@ def main() -> None:
     info = splits.info
     test = splits.test.subset(torch.arange(0, len(splits.test), args.test_stride))
     cells = Cells("dark_distillation")
-    scale = {"attack_width": args.width, "trajectory_points": args.trajectory_points,
+    scale = {"command": command_line(), "attack_width": args.width, "trajectory_points": args.trajectory_points,
              "match_steps": args.match_steps, "trigger_size": args.trigger_size, "victim_epochs": args.epochs,
              "test_images": len(test), "asr_over": "non-target test images"}
     rows: list[dict[str, Any]] = []
@@ -142,14 +143,21 @@ def main() -> None:
                     rows.append({**base, "metric": "asr", "mean": round(mean, 2), "std": round(std, 2),
                                  "extra": {**scale, "trigger": trigger, "target": args.target,
                                            "values": [r["asr"][trigger] for r in results], "set": str(run)}})
+    previous = RESULTS / "dark_distillation.json"
+    if previous.is_file():  # rows of other IPCs come from other commands (their own scale): keep them
+        rows = [r for r in json.loads(previous.read_text())["rows"] if r["ipc"] not in args.ipc] + rows
+        rows.sort(key=lambda r: r["ipc"])
     table = [{"IPC": r["ipc"], "set": r["method"], "victim": r["model"], "metric": r["metric"],
               "trigger": r["extra"].get("trigger", "") if isinstance(r["extra"].get("trigger", ""), str)
               else r["extra"]["trigger"]["kind"],
               "value": f"{r['mean']:.1f} ± {r['std']:.1f} (n={r['n']})"} for r in rows]
-    note = (f"\nScale (CPU, shared cores): attacker ConvNet-3 width {args.width}, trajectory points 0..."
-            f"{args.trajectory_points}, {args.match_steps} image updates per point (paper code: width 128, 0...10, "
-            f"101); victims trained {args.epochs} epochs; CTA and ASR on {len(test)} test images (every "
-            f"{args.test_stride}th); ASR over the non-target ones. attack_seconds: one CPU thread.\n")
+    scales = sorted({(r["ipc"], r["extra"]["attack_width"], r["extra"]["trajectory_points"], r["extra"]["match_steps"],
+                      r["extra"]["trigger_size"], r["extra"]["victim_epochs"], r["extra"]["test_images"])
+                     for r in rows})
+    note = "\nScale (CPU, shared cores, one thread; paper code: width 128, points 0...10, 101 updates):\n\n" + (
+        "".join(f"- IPC {ipc}: attacker ConvNet-3 width {w}, trajectory points 0...{p}, {m} image updates per point, "
+                f"patch {t}x{t}; victims {e} epochs; CTA/ASR on {n} test images (ASR: non-target ones)\n"
+                for ipc, w, p, m, t, e, n in scales))
     write_results("dark_distillation", command_line(), rows, [], time.perf_counter() - started,
                   markdown_table(table, ["IPC", "set", "victim", "metric", "trigger", "value"]) + note)
 
