@@ -48,7 +48,11 @@ def result_row(row: Row, work: Path, recorded_work: str) -> dict[str, Any]:
     if row.resample:
         extra["sets"] = "one per model (seed + model index)"
     if evaluation.elf is not None:
-        extra.update(elf=True, elf_config=dict(evaluation.elf))
+        recorded = records[0].get("config", {}).get("elf", {})  # teacher placeholders resolved to paths
+        extra.update(elf=True, elf_config={k: recorded.get(k, v) for k, v in evaluation.elf})
+    extra["labels"] = records[0].get("labels", {"labels": "hard"})  # soft: the teacher's probabilities
+    if "teacher" in first:
+        extra["set_teacher"] = first["teacher"]
     if row.group.kind == "run":
         extra.update(set=row.group.run, set_sha256=first["tensors"]["sha256"])
     return {"dataset": first["dataset"], "method": row.method, "ipc": first["ipc"], "model": evaluation.model,
@@ -64,7 +68,9 @@ def markdown(rows: list[dict[str, Any]], paper: list[dict[str, Any]]) -> str:
     table = []
     for row in rows:
         extra = row["extra"]
-        entry = {"method": row["method"] + (" + ELF" if extra.get("elf") else ""), "model": row["model"],
+        soft = extra.get("labels", {}).get("labels") == "soft"
+        entry = {"method": row["method"] + (" + ELF" if extra.get("elf") else "") + (" (soft labels)" if soft else ""),
+                 "model": row["model"],
                  "ipc": row["ipc"], "imbalance": extra.get("imbalance", ""),
                  "real pool": f"{extra['prune']} {extra['keep']:.0%}" if "prune" in extra else "full",
                  "params": objective_params(extra) or "default", "seed": extra.get("seed", 0),

@@ -33,10 +33,41 @@ CORESET_RULES = ("random", "herding", "kcenter", "kcenter-random")
 DISTILL_DEFAULTS = {"real_precision": "fp32", "compile": False}
 CELL_FIELDS = {"methods", "rows", "dataset", "ipc", "imbalance", "prune", "keep", "seeds", "iterations", "params",
                "resample", "run", "evaluations"}
+TEACHER = "TEACHER"  # in a table's `evaluations`: `soft_labels: TEACHER`, `elf: {teacher: TEACHER}` name its teacher
 
 
 def _tag(value: Any) -> str:
     return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A table's teacher (`teacher:` in its config): ``distillset teacher train ... --out <work>/<path>``."""
+
+    dataset: str
+    model: str = "convnet3"
+    epochs: int = 20
+    dsa: bool = True
+    precision: str = "fp32"
+    width: int | None = None
+    seed: int = 0
+
+    @property
+    def path(self) -> str:
+        width = f"-w{self.width}" if self.width else ""
+        return (f"teachers/{self.dataset}-{self.model}{width}-e{self.epochs}{'-dsa' if self.dsa else ''}"
+                f"-{self.precision}-s{self.seed}")
+
+    def argv(self, work: str) -> list[str]:
+        argv = ["distillset", "teacher", "train", "--dataset", self.dataset, "--model", self.model, "--epochs",
+                str(self.epochs), "--dsa" if self.dsa else "--no-dsa", "--precision", self.precision, "--no-compile",
+                "--seed", str(self.seed), "--out", f"{work}/{self.path}"]
+        return argv + (["--width", str(self.width)] if self.width else [])
+
+
+def _with_teacher(value: Any, teacher: str, work: str) -> Any:
+    """``value`` with the TEACHER placeholder replaced by the teacher folder under ``work``."""
+    return f"{work}/{teacher}" if value == TEACHER else value
 
 
 @dataclass(frozen=True)
@@ -56,6 +87,7 @@ class Group:
     params: tuple[tuple[str, Any], ...] = ()
     options: tuple[tuple[str, Any], ...] = ()  # speed settings of the command (not part of the key)
     run: str | None = None
+    teacher: str | None = None  # the teacher folder (under the work folder) of the *-teacher methods
 
     @property
     def key(self) -> str:
@@ -63,7 +95,8 @@ class Group:
             return "published-" + Path(self.run).name
         tags = "".join([f"-lt{self.imbalance}" if self.imbalance is not None else "",
                         f"-{self.prune}{self.keep}" if self.prune else "",
-                        *(f"-{k}{_tag(v)}" for k, v in self.params)])
+                        *(f"-{k}{_tag(v)}" for k, v in self.params),
+                        f"-{Path(self.teacher).name}" if self.teacher else ""])
         return f"{self.dataset}-{'+'.join(self.methods)}-ipc{self.ipc}-it{self.iterations}-s{self.seed}{tags}"
 
     def argv(self, work: str) -> list[str]:
@@ -80,6 +113,9 @@ class Group:
                 "--iterations", str(self.iterations), "--resume"]
         if self.prune:
             argv += ["--prune-rule", self.prune, "--prune-ratio", str(self.keep)]
+        if self.teacher:
+            argv += ["--teacher", f"{work}/{self.teacher}"]
+            return argv + [arg for key, value in self.params for arg in ("--param", f"{key}={_tag(value)}")]
         for key, value in self.params:
             argv += ["--param", f"{key}={_tag(value)}"]
         for key, value in self.options:
@@ -100,20 +136,25 @@ class Evaluation:
     precision: str = "fp32"
     compile: bool = False
     elf: tuple[tuple[str, Any], ...] | None = None
+    soft_labels: str | None = None  # TEACHER: train on the table teacher's soft labels
+    teacher: str | None = None  # the table's teacher folder (under the work folder), when this evaluation uses it
 
     def name(self, seed: int) -> str:
-        elf = "" if self.elf is None else "-elf" + "".join(f"-{k}{_tag(v)}" for k, v in self.elf)
+        elf = "" if self.elf is None else "-elf" + "".join(
+            f"-{k}" if v == TEACHER else f"-{k}{_tag(v)}" for k, v in self.elf)
         return (f"{self.model}-e{self.epochs}-s{seed}-{self.precision}" + ("-compile" if self.compile else "")
-                + elf)
+                + elf + ("-soft" if self.soft_labels else ""))
 
-    def argv(self, run: str, seed: int) -> list[str]:
+    def argv(self, run: str, seed: int, work: str = "benchmarks/work") -> list[str]:
         argv = ["distillset", "evaluate", run, "--model", self.model, "--num-models", "1", "--epochs",
                 str(self.epochs), "--seed", str(seed), "--precision", self.precision,
                 "--compile" if self.compile else "--no-compile"]
         if self.elf is not None:
             argv.append("--elf")
             for key, value in self.elf:
-                argv += ["--elf-param", f"{key}={_tag(value)}"]
+                argv += ["--elf-param", f"{key}={_tag(_with_teacher(value, self.teacher, work))}"]
+        if self.soft_labels:
+            argv += ["--soft-labels", _with_teacher(self.soft_labels, self.teacher, work)]
         return argv
 
 
@@ -153,6 +194,7 @@ class Table:
     rows: list[Row]
     paper: list[dict[str, Any]]
     description: str = ""
+    teacher: TeacherSpec | None = None
 
     @property
     def groups(self) -> list[Group]:
@@ -167,12 +209,18 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _evaluations(spec: dict[str, Any], cell: dict[str, Any]) -> list[Evaluation]:
+def _evaluations(spec: dict[str, Any], cell: dict[str, Any], teacher: TeacherSpec | None) -> list[Evaluation]:
     base = {k: spec[k] for k in ("epochs", "precision", "compile") if k in spec}
     entries = cell.get("evaluations", [{}])
-    return [Evaluation(**{**base, **{k: v for k, v in entry.items() if k != "elf"}},
-                       elf=None if entry.get("elf") is None else tuple(sorted(entry["elf"].items())))
-            for entry in entries]
+    evaluations = []
+    for entry in entries:
+        elf = None if entry.get("elf") is None else tuple(sorted(entry["elf"].items()))
+        uses_teacher = entry.get("soft_labels") == TEACHER or any(v == TEACHER for _, v in elf or ())
+        if uses_teacher and teacher is None:
+            raise ValueError("an evaluation names TEACHER but the table has no `teacher:`")
+        evaluations.append(Evaluation(**{**base, **{k: v for k, v in entry.items() if k != "elf"}}, elf=elf,
+                                      teacher=teacher.path if uses_teacher else None))
+    return evaluations
 
 
 def load_table(path: Path) -> Table:
@@ -182,6 +230,7 @@ def load_table(path: Path) -> Table:
     evaluate = config.get("evaluate", {})
     num_models = int(evaluate.get("models", 5))
     options = tuple(sorted({**DISTILL_DEFAULTS, **config.get("distill", {})}.items()))
+    teacher = TeacherSpec(**{"dataset": config.get("dataset"), **config["teacher"]}) if "teacher" in config else None
     rows: list[Row] = []
     for cell in config["cells"]:
         if unknown := set(cell) - CELL_FIELDS:
@@ -190,7 +239,7 @@ def load_table(path: Path) -> Table:
         kind = "run" if "run" in cell else "coreset" if set(methods) <= set(CORESET_RULES) else "distill"
         if kind == "run" and len(methods) != 1:
             raise ValueError(f"{path}: a `run` cell names the one method of its published set")
-        evaluations = _evaluations(evaluate, cell)
+        evaluations = _evaluations(evaluate, cell, teacher)
         product = itertools.product(_as_list(cell.get("ipc", 10)), _as_list(cell.get("imbalance", None)),
                                     _as_list(cell.get("prune", None)), _as_list(cell.get("seeds", 0)))
         for ipc, imbalance, prune, seed in product:
@@ -199,13 +248,17 @@ def load_table(path: Path) -> Table:
                       "params": tuple(sorted(cell.get("params", {}).items()))}
             if kind == "distill":
                 fields.update(iterations=int(cell.get("iterations", config.get("iterations", 2000))), options=options)
-            if kind == "run":
-                fields.update(run=cell["run"])
+                if any(method.endswith("-teacher") for method in methods):
+                    if teacher is None:
+                        raise ValueError(f"{path}: the *-teacher methods need the table's `teacher:`")
+                    fields.update(teacher=teacher.path, options=())
+            if kind == "run":  # the published set names its dataset
+                fields.update(run=cell["run"], dataset=None)
             for method in cell.get("rows", methods):
                 for evaluation in evaluations:
                     rows.append(_row(kind, method, methods, fields, seed, evaluation, num_models,
                                      bool(cell.get("resample"))))
-    return Table(name, rows, config.get("paper", []), config.get("description", ""))
+    return Table(name, rows, config.get("paper", []), config.get("description", ""), teacher)
 
 
 def _row(kind: str, method: str, methods: tuple[str, ...], fields: dict[str, Any], seed: int,
@@ -255,4 +308,4 @@ def iter_commands(row: Row, work: str) -> Iterator[str]:
         if group.kind != "run":
             yield shlex.join(group.argv(work))
     for model in row.models:
-        yield shlex.join(model.evaluation.argv(f"{work}/{model.path}", model.seed))
+        yield shlex.join(model.evaluation.argv(f"{work}/{model.path}", model.seed, work))

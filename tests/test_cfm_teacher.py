@@ -153,3 +153,28 @@ def test_cli_distill_with_teacher_and_soft_label_evaluation(teacher, tmp_path):
     assert labels == ["hard", "soft"]
     soft = next(entry for entry in results.values() if entry["labels"]["labels"] == "soft")
     assert soft["labels"]["temperature"] == 2.0 and soft["labels"]["teacher_sha256"] == teacher.manifest["sha256"]
+
+
+def test_benchmark_tables_with_a_teacher_expand_into_commands():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import plan
+
+    tables = plan.tables()
+    plan.groups_of(tables)  # no set is made two ways
+    cfm = tables["cfm_teacher_fashion_mnist"]
+    teacher = f"benchmarks/work/{cfm.teacher.path}"
+    assert plan.shell(cfm.teacher.argv("benchmarks/work"), "distillset").endswith(f"--out {teacher}")
+    distill = cfm.groups[0].argv("benchmarks/work")
+    assert distill[:4] == ["distillset", "distill", "--method", "cfm-teacher,lowpass-teacher,highpass-teacher,dm-teacher"]
+    assert distill[-2:] == ["--teacher", teacher]
+    soft = [row for row in cfm.rows if row.evaluation.soft_labels]
+    assert {row.method for row in soft} == {"cfm-teacher", "lowpass-teacher", "highpass-teacher", "dm-teacher", "dm"}
+    command = list(plan.iter_commands(soft[0], "benchmarks/work"))[-1]
+    assert command.endswith(f"--soft-labels {teacher}")
+    elf = tables["cross_arch_elf_teacher"]
+    ablation = elf.rows[-1].evaluation
+    assert ablation.name(0).endswith("-elf-feature_targetnormalized-lambda_front0-teacher")
+    assert f"teacher={teacher}" in ablation.argv("run", 0)
