@@ -1,4 +1,7 @@
-"""Curriculum Frequency Matching (Bo, Liu & Wang, ICLR 2026, arXiv:2503.01212; docs/unidd_cfm.md Eq. 13).
+"""``cfm-dm``: our variant of Curriculum Frequency Matching (Bo, Liu & Wang, ICLR 2026, arXiv:2503.01212;
+docs/unidd_cfm.md Eq. 13) in the DM loop. The paper's own pipeline, a trained teacher and its soft labels, is
+``cfm-teacher`` (engine/teacher_matching.py); this one matches a fresh random network's embedding each step.
+``cfm`` stays an alias of ``cfm-dm`` because the published sets and results carry that method name.
 
 CFM matches the ridge-filtered statistics of UniDD (unidd.py, Eqs. 11-12) with a beta that moves
 during distillation: large beta first (nearly flat filter, low frequencies), small beta last
@@ -95,11 +98,11 @@ def distillation_progress(context: MatchingContext) -> float:
     return min(max(context.iteration / context.total_iterations, 0.0), 1.0)
 
 
-@OBJECTIVES.register("cfm")
+@OBJECTIVES.register("cfm-dm", aliases=("cfm",))
 class CurriculumFrequencyMatching(RidgeFilterMatching):
     """UniDD's ridge-filter matching (Eqs. 11-12) with beta following a :class:`BetaSchedule` (Eq. 13)."""
 
-    name = "cfm"
+    name = "cfm-dm"
 
     def __init__(
         self,
