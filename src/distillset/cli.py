@@ -126,8 +126,10 @@ def methods() -> None:
     """List the distillation methods (objectives and presets) and coreset rules."""
     from distillset.coreset import SELECTION_RULES
     from distillset.engine import method_names
+    from distillset.engine.teacher_matching import TEACHER_METHODS
 
     typer.echo("distill --method: " + ", ".join(method_names()))
+    typer.echo("distill --method, with --teacher (docs/unidd_cfm.md Sec. 8): " + ", ".join(TEACHER_METHODS))
     typer.echo("coreset --method: " + ", ".join(SELECTION_RULES.names()))
 
 
