@@ -62,10 +62,14 @@ def main() -> None:
               f"{r['extra']['train_images']} images", "test accuracy": f"{r['mean']:.2f}",
               "train s": r["extra"]["train_seconds"]} for r in rows]
     md = markdown_table(table, ["dataset", "model", "recipe", "test accuracy", "train s"])
+    md += ("\n`train s`: seconds of training (all epochs, resumed runs summed) on the recorded machine, which other "
+           "jobs shared.\n")
     if missing:
-        md += "\nStill training (rerun the command to continue):\n\n" + "\n".join(f"- `{c}`" for c in missing) + "\n"
+        md += ("\nNot finished (`python benchmarks/teachers.py` trains them, continuing a stopped run):\n\n"
+               + "\n".join(f"- `{c}`" for c in missing) + "\n")
     seconds = sum(r["extra"]["train_seconds"] for r in rows)
-    path = write_results("teachers", "python benchmarks/teachers.py", rows, [], seconds, md,
+    command = "python benchmarks/teachers.py" + (" --collect" if args.collect else "")
+    path = write_results("teachers", command, rows, [], seconds, md,
                          extra={"unfinished": missing})
     print(f"wrote {path} ({len(rows)} teachers, {len(missing)} unfinished)")
 
