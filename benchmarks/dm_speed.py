@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import markdown_table, write_results  # noqa: E402  (also applies distillset.runtime settings)
 from distillset.augment import DSA  # noqa: E402
-from distillset.data import load_dataset  # noqa: E402
+from distillset.data import ImageSet, load_dataset  # noqa: E402
 from distillset.engine import Distiller, config_for_method  # noqa: E402
 from distillset.nets import get_network  # noqa: E402
 
@@ -43,7 +43,7 @@ REFERENCE_H100_SECONDS = 0.051
 
 
 def reference_style_step(real, info, synthetic, optimizer, ipc, batch_real, generator, dsa, iteration):
-    net = get_network("convnet3", info.channels, info.num_classes, info.image_size, seed=iteration)
+    net = get_network("convnet3", info.channels, info.num_classes, info.image_size, seed=iteration).to(synthetic.device)
     net.train()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -69,6 +69,8 @@ def time_steps(step, iterations: int, warmup: int) -> list[float]:
     for i in range(warmup, warmup + iterations):
         start = time.perf_counter()
         step(i)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a GPU step is done when its kernels are
         times.append(time.perf_counter() - start)
     return times
 
@@ -91,6 +93,7 @@ def make_step(impl: str, args: argparse.Namespace, real, info) -> tuple[Callable
     """One implementation's step function (state kept between calls) and its settings."""
     generator = torch.Generator().manual_seed(0)
     if impl == "reference":
+        real = ImageSet(real.images.to(args.device), real.labels)
         synthetic = real.images[: info.num_classes * args.ipc].clone().requires_grad_(True)
         optimizer = torch.optim.SGD([synthetic], lr=1.0, momentum=0.5)
         dsa = DSA("color_crop_cutout_flip_scale_rotate")

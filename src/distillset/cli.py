@@ -29,6 +29,9 @@ Precision = Annotated[str, typer.Option(
 Compile = Annotated[Optional[bool], typer.Option(
     "--compile/--no-compile", show_default="compile",
     help="torch.compile the networks; falls back to eager, with one warning, where compilation fails.")]
+Deterministic = Annotated[bool, typer.Option(
+    "--deterministic", help="Deterministic GPU kernels where PyTorch has them (cuDNN autotuning off; somewhat "
+                             "slower); CPU runs are deterministic already (docs/scale-out.md).")]
 Models = Annotated[Optional[str], typer.Option(
     "--models", "--num-models", metavar="N", help="Networks trained per architecture (--num-models: same).")]
 
@@ -49,6 +52,36 @@ def _speed(precision: str, compile: bool | None, device: torch.device) -> tuple[
     if precision not in PRECISIONS:
         _fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return resolve_precision(precision, device), default_compile() if compile is None else compile
+
+
+def _ranks(device: str, deterministic: bool):
+    """This process's device and, under torchrun, its rank group (None in a single process; docs/scale-out.md)."""
+    from distillset.engine.distributed import deterministic_mode, join, rank_device, ranks_from_env
+
+    try:
+        ranks = ranks_from_env()
+        dev = rank_device(_device(device), ranks)
+    except ValueError as exc:
+        _fail(str(exc))
+    if deterministic:
+        deterministic_mode()
+    return dev, join(ranks, dev)
+
+
+def _real_images(real, cache: bool | None, group):
+    """``(real, True)`` held in memory (``--cache``), or ``(memory-mapped images, False)`` from their array file under
+    $DISTILLSET_CACHE/arrays, written once by rank 0 (``--no-cache``; by default for splits over 2 GiB)."""
+    from distillset.data.arrays import open_array, should_cache, write_array
+    from distillset.training import cache_dir
+
+    if should_cache(real, cache):
+        return real, True
+    if group is None or group.is_writer:
+        path = write_array(real, cache_dir() / "arrays")
+    if group is not None:
+        group.barrier()
+        path = group.broadcast_object(str(path) if group.is_writer else None)
+    return open_array(path, real.labels), False
 
 
 def _count(models: str | None, default: int) -> int:
@@ -215,8 +248,15 @@ def distill(
     seed: Seed = 0,
     device: Device = "cpu",
     data_root: DataRoot = None,
+    cache: Annotated[Optional[bool], typer.Option(
+        "--cache/--no-cache", show_default="cache below 2 GiB",
+        help="Hold the real training images in memory (and on the device), or memory-map them from an array file "
+             "written once under $DISTILLSET_CACHE/arrays and move only each batch (large datasets; torchrun "
+             "processes on a node share it). Same result either way.")] = None,
+    deterministic: Deterministic = False,
 ) -> None:
-    """Distil a synthetic set (resumable; Ctrl-C or SIGTERM saves a checkpoint)."""
+    """Distil a synthetic set (resumable; Ctrl-C or SIGTERM saves a checkpoint). Under torchrun the classes are
+    split over the processes and rank 0 writes the one result (docs/scale-out.md)."""
     from distillset.engine import Distiller, config_for_method, run_together
 
     methods = [name.strip() for name in method.split(",") if name.strip()]
@@ -227,7 +267,8 @@ def distill(
                               param=param, out=out, seed=seed, device=device, data_root=data_root)
         return
 
-    dev = _device(device)
+    dev, group = _ranks(device, deterministic)
+    writer = group is None or group.is_writer
     precision, compile = _speed(precision, compile, dev)
     bias = {"ratio": bias_ratio, "severity": severity} if bias_ratio is not None else None
     splits = _load(dataset, data_root, imbalance, seed, bias)
@@ -256,6 +297,7 @@ def distill(
             real, prune_info = prune_pool(splits.train, splits.info, prune_ratio, prune_rule, seed=seed, device=dev)
         except ValueError as exc:
             _fail(str(exc))
+    real, cached = _real_images(real, cache, group)
     evaluate = None
     if eval_every:
         from distillset.evaluate import EvalConfig, evaluate_synthetic
@@ -269,8 +311,8 @@ def distill(
 
     start = time.perf_counter()
     try:
-        distillers = [Distiller(real, splits.info, config, out_dir=run_dir, device=dev, progress=True,
-                                evaluate=evaluate, evaluate_every=eval_every)
+        distillers = [Distiller(real, splits.info, config, out_dir=run_dir, device=dev, progress=writer,
+                                evaluate=evaluate, evaluate_every=eval_every, group=group, cache_real=cached)
                       for config, run_dir in zip(configs, outs, strict=True)]
         sets = run_together(distillers, resume=resume)
     except KeyboardInterrupt:
@@ -279,7 +321,11 @@ def distill(
     except (CheckpointMismatchError, FloatingPointError, ValueError, TypeError) as exc:
         _fail(str(exc))
     together = {"distilled_with": methods} if len(methods) > 1 else {}
+    if group is not None:
+        together["processes"] = group.world_size
     for name, run_dir, distiller, synthetic in zip(methods, outs, distillers, sets, strict=True):
+        if not writer:
+            continue
         save_run(run_dir, synthetic, method=name, dataset=dataset, ipc=ipc, seed=seed,
                  config=asdict(distiller.config), wall_seconds=distiller.elapsed,
                  extra={"kind": "distilled", "imbalance": imbalance, "prune": prune_info,
@@ -323,8 +369,10 @@ def evaluate(
     data_root: DataRoot = None,
     seed: Seed = 0,
     device: Device = "cpu",
+    deterministic: Deterministic = False,
 ) -> None:
-    """Train fresh networks on a run's set and test them on the real test split."""
+    """Train fresh networks on a run's set and test them on the real test split. Under torchrun the networks are
+    split over the processes (docs/scale-out.md)."""
     from distillset.data import BiasedSplits
     from distillset.evaluate import EvalConfig, evaluate_biased, evaluate_synthetic
     from distillset.evaluate.elf import ELFConfig, evaluate_elf
@@ -351,8 +399,10 @@ def evaluate(
         labels_record = soft_label_record(teacher, temperature)
     results_path = RunDir(run).evaluation
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    dev = _device(device)
+    dev, ranks = _ranks(device, deterministic)
     precision, compile = _speed(precision, compile, dev)
+    if ranks is not None and (elf or isinstance(splits, BiasedSplits)):
+        _fail("ELF and biased-data evaluations are not split over processes; run them without torchrun")
     try:
         elf_config = ELFConfig(**_parse_params(elf_param)) if elf else None
     except (TypeError, ValueError) as exc:
@@ -367,8 +417,9 @@ def evaluate(
             bias_groups.setdefault(config.model, {k: v for k, v in biased.to_dict().items() if k != "test_split"})
             return biased.protocol
         if elf_config is None:
-            return evaluate_synthetic(images, splits.test, splits.info, config, device=dev, progress=True,
-                                      checkpoint_dir=checkpoint_dir)
+            return evaluate_synthetic(images, splits.test, splits.info, config, device=dev,
+                                      progress=ranks is None or ranks.is_writer, checkpoint_dir=checkpoint_dir,
+                                      group=ranks)
         return evaluate_elf(images, splits, config, elf_config, device=dev, progress=True)
 
     for arch in architectures:
@@ -392,6 +443,10 @@ def evaluate(
         except (UnknownNameError, ValueError, FloatingPointError, CheckpointMismatchError, ArtifactError) as exc:
             _fail(str(exc))
         entry["runtime"] = runtime_record(dev, precision, compile)
+        if ranks is not None:
+            entry["processes"] = ranks.world_size
+            if not ranks.is_writer:
+                continue
         results[key] = entry
         atomic_write_json(results_path, results)
         shutil.rmtree(training, ignore_errors=True)

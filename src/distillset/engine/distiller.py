@@ -32,15 +32,17 @@ from tqdm.auto import tqdm
 from distillset.augment import DSA, DSAParams
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.engine.debias import check_debias, real_sample_weights
+from distillset.engine.distributed import RankGroup, check_shardable
 from distillset.engine.networks import (
     LockstepNetworks,
+    QueueConfig,
     RandomNetworkSampler,
     SampledNetwork,
     TrainedNetworkQueue,
 )
 from distillset.engine.synthetic import expand, expanded_labels, pack
 from distillset.io import CheckpointMismatchError, RunDir, atomic_save_tensors
-from distillset.objectives import MatchingContext, get_objective
+from distillset.objectives import MatchingContext, get_objective, objective_params
 from distillset.runtime import check_precision, default_compile, precision_autocast, resolve_precision
 
 # The objective's generator is seeded with seed + this, apart from the stream of real batches and DSA draws.
@@ -68,6 +70,7 @@ class DistillConfig:
     network_source: str = "random"  # "random" (DM) | "queue" (IDM)
     expansion_factor: int = 1
     ce_weight: float = 0.0  # IDM class-aware CE regulariser, scaled by the net's train accuracy (%)
+    queue: QueueConfig = field(default_factory=QueueConfig)  # IDM's model queue (network_source "queue")
     step_per_class: bool = False
     classes: list[int] | None = None
     seed: int = 0
@@ -84,6 +87,11 @@ class DistillConfig:
     debias_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Typed and complete: unknown names fail here, defaults are filled in, and what the manifest records
+        # rebuilds this config (``DistillConfig(**manifest["config"])``).
+        self.objective_params = objective_params(self.objective, self.objective_params)
+        if isinstance(self.queue, dict):
+            self.queue = QueueConfig(**self.queue)
         if self.ipc < 1:
             raise ValueError(f"ipc must be >= 1, got {self.ipc}")
         if self.iterations < 0:
@@ -128,6 +136,8 @@ class Distiller:
         progress: bool = False,
         evaluate: Callable[[ImageSet], dict[str, float]] | None = None,
         evaluate_every: int = 0,
+        group: RankGroup | None = None,
+        cache_real: bool = True,
     ) -> None:
         self.device = torch.device(device)
         config = replace(config, real_precision=resolve_precision(config.real_precision, self.device))  # as it runs
@@ -138,11 +148,20 @@ class Distiller:
         bad = [c for c in self.classes if not 0 <= c < info.num_classes]
         if bad:
             raise ValueError(f"classes {bad} out of range for {info.num_classes} classes of '{info.name}'")
-        self.real_images = real.images.to(self.device)  # moved once; batches are gathered on the device
+        # moved once and batches gathered on the device, or (cache_real=False, e.g. memory-mapped images) each
+        # batch gathered where the images are and moved
+        self.real_images = real.images.to(self.device) if cache_real else real.images
         self.class_sizes = real.class_counts(info.num_classes)
         empty = [c for c in self.classes if int(self.class_sizes[c]) == 0]
         if empty:
             raise ValueError(f"classes {empty} have no real training images; cannot distil them")
+        # Under torchrun (``group``) this process learns the pixels of its block of classes only, drawing the
+        # whole run's random stream so they match one process (distillset.engine.distributed).
+        self.group = group
+        if group is not None:
+            check_shardable(config.objective, config.objective_params, step_per_class=config.step_per_class,
+                            ce_weight=config.ce_weight)
+        self.owned = group.shard(self.classes) if group is not None else list(self.classes)
         self.objective = get_objective(config.objective, **config.objective_params)
         self.dsa = DSA(config.dsa_strategy) if config.dsa_strategy not in ("", "none") else None
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -162,7 +181,7 @@ class Distiller:
     def _make_sampler(self) -> RandomNetworkSampler | TrainedNetworkQueue:
         c = self.config
         if c.network_source == "queue":
-            return TrainedNetworkQueue(c.model, self.info, c.seed, self.device, precision=c.real_precision,
+            return TrainedNetworkQueue(c.model, self.info, c.seed, self.device, c.queue, precision=c.real_precision,
                                        compile=c.compile)
         return RandomNetworkSampler(c.model, self.info, c.seed, self.device, compile=c.compile)
 
@@ -170,38 +189,56 @@ class Distiller:
         c, f = self.config, self.config.expansion_factor
         shape = (len(self.classes) * c.ipc, self.info.channels, *self.info.image_size)
         if c.init == "noise":
-            stored = torch.randn(shape, generator=self.generator)
+            stored = self._own_rows(torch.randn(shape, generator=self.generator))
         else:
             per_class = []
-            for cls in self.classes:
+            for cls in self.classes:  # every class's draw, so a shard's images are those of one process
                 members = self.real.class_indices(cls)
                 draw = c.ipc * f * f
                 picks = members[torch.randperm(len(members), generator=self.generator)[:draw]
                                 if self.real_weights is None else self._weighted(members, draw, replacement=False)]
                 if len(picks) < draw:  # tiny tail classes: reuse images
                     picks = members[torch.randint(len(members), (draw,), generator=self.generator)]
-                per_class.append(pack(self.real.images[picks], f))
+                if cls in self.owned:
+                    per_class.append(pack(self.real.images[picks], f))
             stored = torch.cat(per_class)
         return stored.to(self.device).requires_grad_(True)
+
+    def _own_rows(self, rows: Tensor) -> Tensor:
+        """This rank's block of a tensor of ``ipc`` rows per class of the run (all of it in one process)."""
+        start = self.classes.index(self.owned[0]) * self.config.ipc
+        return rows[start : start + len(self.owned) * self.config.ipc]
+
+    def _all_rows(self, rows: Tensor) -> Tensor:
+        """Every rank's rows of a per-class tensor (stored pixels, momentum), in class order."""
+        if self.group is None:
+            return rows
+        ipc = self.config.ipc
+        return self.group.all_gather_rows(rows, [len(self.group.block(self.classes, r)) * ipc
+                                                 for r in range(self.group.world_size)])
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run's files (always, except on ranks other than 0 of torchrun)."""
+        return self.group is None or self.group.is_writer
 
     @property
     def synthetic_labels(self) -> Tensor:
         return torch.tensor(self.classes).repeat_interleave(self.config.ipc)
 
     def synthetic_set(self) -> ImageSet:
-        """The current synthetic training set (expanded for IDM), on the CPU."""
+        """The current synthetic training set (expanded for IDM), on the CPU; every rank's classes under torchrun."""
         f = self.config.expansion_factor
         with torch.no_grad():
-            images = expand(self.stored.detach(), f).cpu().clone()
+            images = expand(self._all_rows(self.stored.detach()), f).cpu().clone()
         return ImageSet(images, expanded_labels(self.synthetic_labels, f))
 
     # ------------------------------------------------------------- one step
-    def _real_batch(self, cls: int) -> Tensor:
+    def _real_picks(self, cls: int) -> Tensor:
         members = self.real.class_indices(cls)
         if self.real_weights is not None:
-            return self.real_images[members[self._weighted(members, self.config.batch_real, replacement=True)]]
-        picks = members[torch.randperm(len(members), generator=self.generator)[: self.config.batch_real]]
-        return self.real_images[picks]
+            return members[self._weighted(members, self.config.batch_real, replacement=True)]
+        return members[torch.randperm(len(members), generator=self.generator)[: self.config.batch_real]]
 
     def _weighted(self, members: Tensor, count: int, *, replacement: bool) -> Tensor:
         """Positions in ``members`` drawn with probability proportional to their debias weights."""
@@ -217,15 +254,22 @@ class Distiller:
         if cached is not None:
             self.generator.set_state(cached.generator_after)
             return cached
-        real_aug, dsa_params = [], []
-        for cls in classes:
-            real = self._real_batch(cls)
+        real_aug, dsa_params, owned = [], [], []
+        for cls in classes:  # all of them drawn; embedded where this rank owns the class
+            picks = self._real_picks(cls)
             params = self.dsa.sample(1, self.generator, siamese=True) if self.dsa is not None else None
+            if cls not in self.owned:
+                continue
+            real = self.real_images[picks].to(self.device)
             real_aug.append(self.dsa.apply(real, params) if params is not None else real)
             dsa_params.append(params)
-        with torch.no_grad(), precision_autocast(self.device, self.config.real_precision):
-            features = torch.cat([sampled.embed(chunk).float() for chunk in torch.cat(real_aug).split(REAL_CHUNK)])
-        result = RealPass(list(features.split([len(r) for r in real_aug])), dsa_params, self.generator.get_state())
+            owned.append(cls)
+        features: list[Tensor] = []
+        if owned:
+            with torch.no_grad(), precision_autocast(self.device, self.config.real_precision):
+                embedded = torch.cat([sampled.embed(chunk).float() for chunk in torch.cat(real_aug).split(REAL_CHUNK)])
+            features = list(embedded.split([len(r) for r in real_aug]))
+        result = RealPass(features, dsa_params, self.generator.get_state(), classes=owned)
         if cache is not None:
             cache.put(key, result)
         return result
@@ -237,11 +281,12 @@ class Distiller:
         return (self.iteration, id(sampled.net), tuple(classes), state.numpy().tobytes())
 
     def _embed_classes(self, sampled: SampledNetwork, classes: Sequence[int]) -> tuple[RealPass, Tensor]:
-        """The real pass (features per class), and the synthetic features of all ``classes`` in class order (one
-        forward pass each; ``ipc * expansion_factor**2`` synthetic images per class)."""
+        """The real pass (features per class), and the synthetic features of the ``classes`` this process owns
+        (``real.classes``) in class order (one forward pass each; ``ipc * expansion_factor**2`` synthetic images
+        per class)."""
         c = self.config
         real = self._real_pass(sampled, classes)
-        positions = [self.classes.index(cls) for cls in classes]
+        positions = [self.owned.index(cls) for cls in real.classes]
         stored = torch.cat([self.stored[p * c.ipc : (p + 1) * c.ipc] for p in positions])
         per_class_syn = expand(stored, c.expansion_factor).split(c.ipc * c.expansion_factor**2)
         syn_aug = [
@@ -250,9 +295,14 @@ class Distiller:
         ]
         return real, sampled.embed(torch.cat(syn_aug))
 
-    def _loss(self, sampled: SampledNetwork, classes: Sequence[int], context: MatchingContext) -> Tensor:
+    def _loss(self, sampled: SampledNetwork, classes: Sequence[int], context: MatchingContext) -> Tensor | None:
+        """The step's loss over the ``classes`` this process owns; None (after the random draws) if none."""
         per_class = self.config.ipc * self.config.expansion_factor**2
+        if not any(cls in self.owned for cls in classes):
+            self._real_pass(sampled, classes)
+            return None
         real, syn_features = self._embed_classes(sampled, classes)
+        classes = real.classes
         context = replace(context, real_derived=real.derived)  # the same log dict; this pass's derived values
         loss = self.objective.loss(list(real.features), list(syn_features.split(per_class)), classes, context)
         if self.config.ce_weight > 0:
@@ -262,7 +312,11 @@ class Distiller:
             loss = loss + self.config.ce_weight * sampled.train_accuracy * ce
         return loss
 
-    def _apply(self, loss: Tensor) -> float:
+    def _apply(self, loss: Tensor | None) -> float:
+        if loss is None:  # another rank's classes: a zero gradient here, as in one process; momentum still moves
+            self.stored.grad = torch.zeros_like(self.stored)
+            self.optimizer.step()
+            return 0.0
         value = float(loss.detach())
         if not math.isfinite(value):
             where = f" (last good checkpoint: {RunDir(self.out_dir).checkpoint})" if self.out_dir else ""
@@ -289,7 +343,13 @@ class Distiller:
                 total += self._apply(self._loss(sampled, group, context))
         self.sampler.after_step(self.iteration, self.real)
         self.iteration += 1
-        return {"loss": total / len(self.classes), **context.log}
+        values = {"loss": total / len(self.classes), **context.log}
+        if self.group is not None:  # the loss summed over ranks; diagnostics weighted by each rank's classes
+            weight = len(self.owned) / len(self.classes)
+            keys = sorted(values)
+            summed = self.group.sum([values[k] if k == "loss" else weight * values[k] for k in keys])
+            values = dict(zip(keys, summed, strict=True))
+        return values
 
     # ------------------------------------------------------------ long runs
     def run(self, *, resume: bool = False) -> ImageSet:
@@ -310,7 +370,9 @@ class Distiller:
         if self.iteration % c.log_every == 0 or self.iteration == c.iterations:
             self._log({"iteration": self.iteration, "seconds": round(self.elapsed, 3), **values})
         if self.evaluate is not None and self.evaluate_every and self.iteration % self.evaluate_every == 0:
-            self._log({"iteration": self.iteration, **self.evaluate(self.synthetic_set())})
+            synthetic = self.synthetic_set()  # gathered by every rank; evaluated by the writer
+            if self.is_writer:
+                self._log({"iteration": self.iteration, **self.evaluate(synthetic)})
         return values
 
     @property
@@ -322,41 +384,50 @@ class Distiller:
             seconds > 0 and time.perf_counter() - self._last_checkpoint >= seconds)
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.is_writer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(RunDir(self.out_dir).log, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def _state(self) -> dict[str, Tensor]:
-        state = {"stored": self.stored.detach(), "generator": self.generator.get_state(),
+        state = {"stored": self._all_rows(self.stored.detach()), "generator": self.generator.get_state(),
                  "objective_generator": self.objective_generator.get_state()}
         momentum = self.optimizer.state.get(self.stored, {}).get("momentum_buffer")
         if momentum is not None:
-            state["momentum"] = momentum
+            state["momentum"] = self._all_rows(momentum)
         state.update(self.sampler.state_dict())
         return state
 
     def save_checkpoint(self) -> None:
-        """Atomically write the full state (pixels, momentum, RNG, network queue) to ``out_dir``."""
+        """Atomically write the full state (pixels, momentum, RNG, network queue) to ``out_dir`` (under torchrun
+        every rank gathers, rank 0 writes: the file is the one a single process writes)."""
         if self.out_dir is None:
+            return
+        state = self._state()
+        if not self.is_writer:
+            self._last_checkpoint = time.perf_counter()
             return
         metadata = {
             "iteration": str(self.iteration),
             "elapsed": repr(self.elapsed),
             "config": json.dumps(self.config.identity(), sort_keys=True, default=str),
         }
-        atomic_save_tensors(RunDir(self.out_dir).checkpoint, self._state(), metadata=metadata)
+        atomic_save_tensors(RunDir(self.out_dir).checkpoint, state, metadata=metadata)
         self._last_checkpoint = time.perf_counter()
 
     def load_checkpoint(self) -> bool:
-        """Restore the state saved in ``out_dir``; returns False when there is none."""
+        """Restore the state saved in ``out_dir``; returns False when there is none. Under torchrun rank 0 reads
+        it and sends it to the others, each keeping its classes' rows (any number of processes may resume)."""
         path = RunDir(self.out_dir).checkpoint if self.out_dir is not None else None
-        if path is None or not path.is_file():
+        if path is None:
             return False
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
+        found = _read_checkpoint(path) if self.is_writer else None
+        if self.group is not None:
+            found = self.group.broadcast_object(found)
+        if found is None:
+            return False
+        metadata, state = found
         saved = json.loads(metadata.get("config", "{}"))
         current = json.loads(json.dumps(self.config.identity(), sort_keys=True, default=str))
         if saved != current:
@@ -366,9 +437,10 @@ class Distiller:
                 "flags or write to a new --out directory"
             )
         with torch.no_grad():
-            self.stored.copy_(state["stored"])
+            self.stored.copy_(self._own_rows(state["stored"]))
         if "momentum" in state:
-            self.optimizer.state[self.stored]["momentum_buffer"] = state["momentum"].to(self.device).clone()
+            momentum = self._own_rows(state["momentum"]).to(self.device).clone()
+            self.optimizer.state[self.stored]["momentum_buffer"] = momentum
         self.generator.set_state(state["generator"])
         if "objective_generator" in state:  # absent in checkpoints of older versions
             self.objective_generator.set_state(state["objective_generator"])
@@ -378,15 +450,25 @@ class Distiller:
         return True
 
 
+def _read_checkpoint(path: Path) -> tuple[dict[str, str], dict[str, Tensor]] | None:
+    """A checkpoint's metadata and tensors, or None when there is none."""
+    if not path.is_file():
+        return None
+    with safe_open(path, framework="pt") as handle:
+        return handle.metadata() or {}, {key: handle.get_tensor(key) for key in handle.keys()}
+
+
 @dataclass(frozen=True)
 class RealPass:
     """One step's real side: per-class features (no grad), the DSA draw per class (replayed on the
-    synthetic images) and the run generator's state after those draws."""
+    synthetic images) and the run generator's state after those draws; ``classes`` are the classes of the step
+    whose features were computed (all of them in one process, the owned ones under torchrun)."""
 
     features: list[Tensor]
     dsa_params: list[DSAParams | None]
     generator_after: Tensor
     derived: dict[Hashable, Any] = field(default_factory=dict)  # objectives' MatchingContext.real_derived
+    classes: list[int] = field(default_factory=list)
 
 
 class RealPassCache:
@@ -407,7 +489,7 @@ class RealPassCache:
 
 # Settings that decide a step's real pass besides the per-step key (network seed, classes, generator state).
 SHARED_SETTINGS = ("model", "seed", "batch_real", "dsa_strategy", "real_precision", "compile", "classes",
-                   "network_source", "debias", "debias_params")
+                   "network_source", "queue", "debias", "debias_params")
 
 
 def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> list[ImageSet]:
@@ -431,6 +513,7 @@ def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> li
         for distiller in distillers:
             distiller.load_checkpoint()
     _check_in_step(distillers)
+    group = distillers[0].group  # under torchrun: checkpoints and stops are agreed, so every rank gathers
     names = ", ".join(d.config.method_label for d in distillers)
     bar = tqdm(total=sum(d.config.iterations for d in distillers), initial=sum(d.iteration for d in distillers),
                desc=f"distill {names}", disable=not any(d.progress for d in distillers))
@@ -441,18 +524,22 @@ def run_together(distillers: Sequence[Distiller], *, resume: bool = False) -> li
                     values = distiller._advance()
                     bar.update(1)
                     bar.set_postfix(loss=f"{values['loss']:.4g}")
-                for distiller in active:
-                    if distiller.checkpoint_due:
+                due = [distiller.checkpoint_due for distiller in active] + [bool(stop)]
+                if group is not None:
+                    due = group.any(due)
+                for distiller, save in zip(active, due, strict=False):
+                    if save:
                         distiller.save_checkpoint()
-                if stop:
+                if due[-1]:
                     for distiller in distillers:
                         distiller.save_checkpoint()
-                    if stop[0] == signal.SIGTERM:
+                    if (stop[0] if stop else signal.SIGTERM) == signal.SIGTERM:
                         raise SystemExit(128 + signal.SIGTERM)
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
-        for distiller in distillers:
-            distiller.save_checkpoint()
+        if group is None:  # under torchrun the agreed stop above saved; a second signal cannot gather
+            for distiller in distillers:
+                distiller.save_checkpoint()
         raise
     finally:
         bar.close()

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from distillset.data.base import DatasetInfo, ImageSet
+from distillset.engine.distributed import RankGroup
 from distillset.nets import get_network
 from distillset.training import (
     EvalConfig,
@@ -80,6 +81,7 @@ def evaluate_synthetic(
     wrap_network: Callable[[nn.Module, int], nn.Module] | None = None,
     extra_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     checkpoint_dir: str | Path | None = None,
+    group: RankGroup | None = None,
 ) -> EvalResult:
     """Train ``config.num_models`` fresh networks on ``synthetic`` and test each on ``test``.
 
@@ -87,12 +89,15 @@ def evaluate_synthetic(
     and ``extra_loss`` let an evaluation variant (ELF) change the network and the loss while staying paired.
     With ``checkpoint_dir`` the evaluation is resumable: each model's training is checkpointed there
     (:class:`TrainingCheckpoint`, ``model<i>.*``), and a model tested by an earlier call is not trained again.
+    Under torchrun (``group``) rank ``r`` of ``W`` trains models ``r, r + W, ...`` and every rank returns all
+    results; a model's seed does not depend on the rank, so the result is the single-process one.
     """
     device = torch.device(device)
     config = (config or EvalConfig()).resolved(device)  # records the precision and compilation that run
     check_compatible(synthetic, info)
     result = EvalResult(config=asdict(config))
-    for model_index in range(config.num_models):
+    own = range(config.num_models) if group is None else range(group.rank, config.num_models, group.world_size)
+    for model_index in own:
         seed = config.seed * 1000 + model_index
         generator = torch.Generator().manual_seed(seed)
         net = get_network(config.model, info.channels, info.num_classes, info.image_size, seed=seed)
@@ -119,6 +124,9 @@ def evaluate_synthetic(
         if checkpoint is not None:
             checkpoint.finish(model_result)
     result.config["compile"] = config.resolved(device).compile  # False if compilation fell back to eager
+    if group is not None:  # every rank's models, in model order
+        gathered = dict(pair for pairs in group.all_gather_objects(list(zip(own, result.models))) for pair in pairs)
+        result.models = [gathered[index] for index in range(config.num_models)]
     return result
 
 
