@@ -14,8 +14,9 @@ eq. (5): minimise ½‖w‖² + C Σ_i |(y_i - f(x_i)) / σ|_ε with y, f in uni
 negative working log-likelihood of the noise-standardised residuals and the prior is LIBSVM's (C on the
 standardised response). In scikit-learn's parametrisation that is SVR(C = C/σ, epsilon = εσ) on y/s_y.
 
-Small samples (our rule, not the paper's): below ``SMALL_SAMPLE_SIZE`` samples a :class:`SmallSampleWarning`
-is issued, and ``min_outside_count`` keeps at least that many residuals outside the tube.
+Small samples (our rules, not the paper's): below ``SMALL_SAMPLE_SIZE`` samples a :class:`SmallSampleWarning`
+is issued, the residuals are cross-fitted leave-one-out (``small_sample_loo``), and ``min_outside_count``
+keeps at least that many residuals outside the tube.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
     noise_scaled_C : if True (default) the loss is divided by σ as eq. (5) says, i.e. SVR(C=C/σ);
         if False the SVR keeps C on the standardised response and only the tube εσ is data-driven.
     cv : number of folds of the cross-fitted residuals (out-of-fold residuals are not shrunk by the tube).
+    small_sample_loo : below ``SMALL_SAMPLE_SIZE`` samples cross-fit leave-one-out instead of ``cv`` folds, so
+        each residual comes from a fit on n - 1 samples, the closest to the final fit on n (docs/svr.md).
     max_iter : most (ε, σ) estimates; each costs ``cv`` SVR fits to score it.
     tol : stop when an estimate lowers the cross-validated working loss J (eq. 6, nats per sample) by less
         than this; the estimate before it is kept.
@@ -80,6 +83,7 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         coef0: float = 0.0,
         noise_scaled_C: bool = True,
         cv: int = 5,
+        small_sample_loo: bool = True,
         max_iter: int = 10,
         tol: float = 1e-3,
         min_outside_fraction: float = 0.1,
@@ -93,6 +97,7 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         self.coef0 = coef0
         self.noise_scaled_C = noise_scaled_C
         self.cv = cv
+        self.small_sample_loo = small_sample_loo
         self.max_iter = max_iter
         self.tol = tol
         self.min_outside_fraction = min_outside_fraction
@@ -141,21 +146,26 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
                 f"y is constant (all {n_samples} values equal {self.y_mean_:g}); the noise scale cannot be "
                 "estimated. A regressor is not needed: predict that constant"
             )
-        if n_samples < SMALL_SAMPLE_SIZE:
-            rule = (
+        small_sample = n_samples < SMALL_SAMPLE_SIZE
+        if small_sample:
+            rules = [
                 f"at least {self.min_outside_count} residuals are kept outside the tube"
                 if self.min_outside_count > 0
-                else "the small-sample rule is off (min_outside_count=0)"
-            )
+                else "no minimum count outside the tube (min_outside_count=0)",
+                "leave-one-out residuals" if self.small_sample_loo else f"{self.cv}-fold residuals",
+            ]
             warnings.warn(
                 f"n_samples={n_samples} < {SMALL_SAMPLE_SIZE}: the working-likelihood estimate of epsilon rests on "
-                f"few cross-fitted residuals and is not reliable ({rule}); compare with a cross-validated "
-                "epsilon or add samples",
+                f"few cross-fitted residuals and is not reliable ({'; '.join(rules)}); compare with a "
+                "cross-validated epsilon or add samples",
                 SmallSampleWarning,
                 stacklevel=2,
             )
         y_standardised = (y - self.y_mean_) / self.y_scale_
-        folds = KFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+        if small_sample and self.small_sample_loo:
+            folds = KFold(n_splits=n_samples)  # leave-one-out
+        else:
+            folds = KFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
 
         def residuals(estimate: NoiseEstimate | None) -> NDArray[np.float64]:
             return y_standardised - cross_val_predict(self._svr(estimate), X, y_standardised, cv=folds)
