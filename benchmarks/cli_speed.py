@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Cells, markdown_table, report_command, write_results  # noqa: E402
+from common import RESULTS, Cells, command_line, markdown_table, write_results  # noqa: E402
 
 NAME = "cli_speed"
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,14 +62,17 @@ def reference_run(iterations: int) -> None:
         reference_style_step(real, info, synthetic, optimizer, 10, 256, generator, dsa, iteration)
 
 
-def timed(command: list[str]) -> float:
-    """Wall seconds of ``command`` (a failure stops the benchmark with its output)."""
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, all threads) of ``command``; a failure stops the benchmark
+    with its output. CPU time hardly depends on what else the machine runs; wall time does."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run_cell(cells: Cells, impl: str, iterations: int, round_index: int) -> dict[str, Any]:
@@ -79,36 +83,38 @@ def run_cell(cells: Cells, impl: str, iterations: int, round_index: int) -> dict
     if impl == "cli":
         out = Path(tempfile.mkdtemp(prefix="cli_speed_"))
         try:
-            seconds = timed([str(DISTILLSET), *CLI_ARGS, "--iterations", str(iterations), "--out", str(out)])
+            seconds, cpu = timed([str(DISTILLSET), *CLI_ARGS, "--iterations", str(iterations), "--out", str(out)])
             manifest = json.loads((out / "manifest.json").read_text())
         finally:
             shutil.rmtree(out, ignore_errors=True)
-        record = {"seconds": seconds, "runtime": manifest.get("runtime"), "config": {
+        record = {"seconds": seconds, "cpu_seconds": cpu, "runtime": manifest.get("runtime"), "config": {
             k: manifest["config"].get(k) for k in ("real_precision", "compile", "batch_real", "model")}}
     else:
-        seconds = timed([sys.executable, __file__, "--reference-run", str(iterations)])
-        record = {"seconds": seconds, "runtime": {"precision": "fp32", "compile": False}}
+        seconds, cpu = timed([sys.executable, __file__, "--reference-run", str(iterations)])
+        record = {"seconds": seconds, "cpu_seconds": cpu, "runtime": {"precision": "fp32", "compile": False}}
     record.update(impl=impl, iterations=iterations, round=round_index, nice=os.nice(0),
                   load_average=list(os.getloadavg()))
     cells.put(key, record)
-    print(key, json.dumps({k: record[k] for k in ("seconds", "runtime", "load_average")}), flush=True)
+    print(key, json.dumps({k: record[k] for k in ("seconds", "cpu_seconds", "runtime", "load_average")}), flush=True)
     return record
 
 
-def run_demo(cells: Cells, round_index: int) -> None:
+def run_demo(cells: Cells, round_index: int, demo_args: list[str]) -> None:
     """Time ``distillset demo`` into a fresh folder (set-up already done: the venv exists)."""
     key = f"demo-r{round_index}"
     if cells.get(key) is not None:
         return
     out = Path(tempfile.mkdtemp(prefix="cli_speed_demo_"))
     try:
-        seconds = timed([str(DISTILLSET), "demo", "--out", str(out)])
+        seconds, cpu = timed([str(DISTILLSET), "demo", "--out", str(out), *demo_args])
         summary = json.loads((out / "summary.json").read_text())
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    record = {"seconds": seconds, "summary": summary, "nice": os.nice(0), "load_average": list(os.getloadavg())}
+    record = {"seconds": seconds, "cpu_seconds": cpu, "demo_args": demo_args, "summary": summary, "nice": os.nice(0),
+              "load_average": list(os.getloadavg())}
     cells.put(key, record)
-    print(key, json.dumps({"seconds": seconds, "load_average": record["load_average"]}), flush=True)
+    print(key, json.dumps({"seconds": seconds, "cpu_seconds": cpu, "load_average": record["load_average"]}),
+          flush=True)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -116,80 +122,86 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 4)}
 
 
-def build_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """Per-iteration and start-up seconds per side, the speed-up, and the demo's wall time."""
-    timing = [r for r in records if r.get("impl") in ("cli", "reference")]
-    by = {(r["impl"], r["round"], r["iterations"]): r for r in timing}
-    rounds = sorted({r["round"] for r in timing})
-    per_iter: dict[str, dict[int, float]] = {"cli": {}, "reference": {}}
-    startup: dict[str, dict[int, float]] = {"cli": {}, "reference": {}}
-    counts: dict[str, list[int]] = {}
-    for impl in per_iter:
-        for round_index in rounds:
-            runs = sorted((n, r["seconds"]) for (i, ri, n), r in by.items() if i == impl and ri == round_index)
-            if len(runs) < 2:
-                continue
+def per_iteration(timing: list[dict[str, Any]], impl: str, measure: str) -> dict[int, tuple[float, float, list[int]]]:
+    """Per round: (seconds per iteration, start-up seconds, [N1, N2]) of ``impl`` from its two runs' ``measure``
+    (wall ``seconds`` or ``cpu_seconds``)."""
+    found = {}
+    for round_index in sorted({r["round"] for r in timing if r["impl"] == impl}):
+        runs = sorted((r["iterations"], r[measure]) for r in timing if r["impl"] == impl and r["round"] == round_index)
+        if len(runs) >= 2:
             (n1, t1), (n2, t2) = runs[0], runs[-1]
-            per_iter[impl][round_index] = (t2 - t1) / (n2 - n1)
-            startup[impl][round_index] = t1 - n1 * per_iter[impl][round_index]
-            counts[impl] = [n1, n2]
-    paired = [r for r in rounds if r in per_iter["cli"] and r in per_iter["reference"]]
-    rows, table = [], []
+            slope = (t2 - t1) / (n2 - n1)
+            found[round_index] = (slope, t1 - n1 * slope, [n1, n2])
+    return found
+
+
+def build_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Per-iteration and start-up seconds per side (wall and CPU), the speed-ups, and the demo's wall time."""
+    timing = [r for r in records if r.get("impl") in ("cli", "reference")]
     runtime = next((r["runtime"] for r in timing if r["impl"] == "cli" and r.get("runtime")), {})
-    for impl in ("cli", "reference"):
-        values = [per_iter[impl][r] for r in paired]
-        if not values:
+    rows, table, md = [], [], ""
+    for measure, metric in (("seconds", "sec_per_iter"), ("cpu_seconds", "cpu_sec_per_iter")):
+        sides = {impl: per_iteration(timing, impl, measure) for impl in ("cli", "reference")}
+        paired = sorted(set(sides["cli"]) & set(sides["reference"]))
+        if not paired:
             continue
-        starts = [startup[impl][r] for r in paired]
-        settings = runtime if impl == "cli" else {"precision": "fp32", "compile": False}
-        extra = {"impl": impl, "per_round": [round(v, 4) for v in values], **spread(values),
-                 "startup_seconds": spread(starts), "startup_per_round": [round(s, 2) for s in starts],
-                 "iterations_per_run": counts[impl], "settings": settings,
-                 "command": (" ".join(["distillset", *CLI_ARGS, "--iterations", "N", "--out", "DIR"]) if impl == "cli"
-                             else "python benchmarks/cli_speed.py --reference-run N")}
+        for impl, found in sides.items():
+            values, starts = [found[r][0] for r in paired], [found[r][1] for r in paired]
+            counts = found[paired[0]][2]
+            settings = runtime if impl == "cli" else {"precision": "fp32", "compile": False}
+            extra = {"impl": impl, "measure": measure, "per_round": [round(v, 4) for v in values], **spread(values),
+                     "startup_seconds": spread(starts), "startup_per_round": [round(t, 2) for t in starts],
+                     "iterations_per_run": counts, "settings": settings,
+                     "command": (" ".join(["distillset", *CLI_ARGS, "--iterations", "N", "--out", "DIR"])
+                                 if impl == "cli" else "python benchmarks/cli_speed.py --reference-run N")}
+            rows.append({"dataset": "fashion-mnist", "method": "dm", "ipc": 10, "model": "convnet3", "metric": metric,
+                         "mean": round(statistics.median(values), 4), "std": round(statistics.pstdev(values), 4),
+                         "n": len(values), "iterations": counts[1] - counts[0], "epochs": 0, "extra": extra})
+            table.append({"side": impl, "measure": "wall" if measure == "seconds" else "CPU (all threads)",
+                          "s / iteration, median (min-max)": f"{extra['median']} ({extra['min']}-{extra['max']})",
+                          "start-up s, median (min-max)": f"{extra['startup_seconds']['median']} "
+                          f"({extra['startup_seconds']['min']}-{extra['startup_seconds']['max']})",
+                          "runs (iterations)": f"{counts[0]} and {counts[1]}",
+                          "settings": json.dumps({k: settings.get(k) for k in ("precision", "compile", "threads")
+                                                  if k in settings})})
+        ratios = [sides["reference"][r][0] / sides["cli"][r][0] for r in paired]
         rows.append({"dataset": "fashion-mnist", "method": "dm", "ipc": 10, "model": "convnet3",
-                     "metric": "sec_per_iter", "mean": round(statistics.median(values), 4),
-                     "std": round(statistics.pstdev(values), 4), "n": len(values),
-                     "iterations": counts[impl][1] - counts[impl][0], "epochs": 0, "extra": extra})
-        table.append({"side": impl, "s / iteration, median (min-max)":
-                      f"{extra['median']} ({extra['min']}-{extra['max']})",
-                      "start-up s, median (min-max)": f"{extra['startup_seconds']['median']} "
-                      f"({extra['startup_seconds']['min']}-{extra['startup_seconds']['max']})",
-                      "runs (iterations)": f"{counts[impl][0]} and {counts[impl][1]}",
-                      "settings": json.dumps({k: settings.get(k) for k in ("precision", "compile", "threads")
-                                              if k in settings})})
-    if paired:
-        ratios = [per_iter["reference"][r] / per_iter["cli"][r] for r in paired]
-        rows.append({"dataset": "fashion-mnist", "method": "dm", "ipc": 10, "model": "convnet3",
-                     "metric": "speedup_per_iter", "mean": round(statistics.median(ratios), 2),
+                     "metric": f"speedup_{metric}", "mean": round(statistics.median(ratios), 2),
                      "std": round(statistics.pstdev(ratios), 2), "n": len(ratios), "iterations": 0, "epochs": 0,
                      "extra": {"per_round": [round(r, 2) for r in ratios], **spread(ratios),
-                               "definition": "reference sec_per_iter / cli sec_per_iter, same round"}})
-    md = markdown_table(table, ["side", "s / iteration, median (min-max)", "start-up s, median (min-max)",
-                                "runs (iterations)", "settings"])
-    if paired:
-        per_round = ", ".join(map(str, rows[-1]["extra"]["per_round"]))
-        md += (f"\nSpeed-up per iteration, CLI defaults vs reference loop: **{rows[-1]['mean']}x** median over "
-               f"{len(paired)} alternating rounds (per round: {per_round}).\n")
-    demos = [r for r in records if str(r.get("key", "")).startswith("demo-")]
-    if demos:
-        seconds = [r["seconds"] for r in demos]
-        summary = demos[-1]["summary"]
-        rows.append({"dataset": summary["dataset"], "method": "demo", "ipc": summary["ipc"], "model": "convnet3",
+                               "definition": f"reference {metric} / cli {metric}, same round"}})
+        per_round = ", ".join(f"{r:.2f}" for r in ratios)
+        md += (f"\nSpeed-up per iteration ({'wall' if measure == 'seconds' else 'CPU'} time), CLI defaults vs "
+               f"reference loop: **{statistics.median(ratios):.2f}x** median over {len(paired)} alternating "
+               f"rounds (per round: {per_round}).\n")
+    md = markdown_table(table, ["side", "measure", "s / iteration, median (min-max)", "start-up s, median (min-max)",
+                                "runs (iterations)", "settings"]) + md
+    demos: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if str(record.get("key", "")).startswith("demo-"):
+            demos.setdefault(record["summary"]["dataset"], []).append(record)
+    for dataset, runs in demos.items():
+        seconds, summary = [r["seconds"] for r in runs], runs[-1]["summary"]
+        cpu = [r["cpu_seconds"] for r in runs]
+        rows.append({"dataset": dataset, "method": "demo", "ipc": summary["ipc"], "model": "convnet3",
                      "metric": "wall_seconds", "mean": round(statistics.median(seconds), 1),
                      "std": round(statistics.pstdev(seconds), 1), "n": len(seconds),
                      "iterations": summary["iterations"], "epochs": summary["evaluation"]["epochs"],
-                     "extra": {"per_run": [round(s, 1) for s in seconds], "command": "distillset demo --out DIR",
-                               "load_average": [r["load_average"] for r in demos],
-                               "nice": [r["nice"] for r in demos],
-                               "accuracy": {k: summary[k]["mean"] for k in ("dm", "random") if k in summary}}})
-        md += (f"\n`distillset demo` (what `make demo` runs after set-up): {rows[-1]['mean']} s median over "
-               f"{len(seconds)} run(s) ({', '.join(f'{s:.0f}' for s in seconds)} s), {summary['dataset']}, "
-               f"IPC {summary['ipc']}.\n")
+                     "extra": {"per_run": [round(s, 1) for s in seconds], "cpu_seconds": [round(c, 1) for c in cpu],
+                               "phases_seconds": [r["summary"]["seconds"] for r in runs],
+                               "command": " ".join(["distillset demo --out DIR", *runs[-1].get("demo_args", [])]),
+                               "load_average": [r["load_average"] for r in runs], "nice": [r["nice"] for r in runs],
+                               "runtime": summary["runtime"],
+                               "accuracy": {k: [round(r["summary"][k]["mean"], 2) for r in runs]
+                                            for k in ("dm", "random")}}})
+        md += (f"\n`distillset demo` on {dataset} (IPC {summary['ipc']}; what `make demo` runs after set-up): "
+               f"wall {', '.join(f'{s:.0f}' for s in seconds)} s, CPU {', '.join(f'{c:.0f}' for c in cpu)} s "
+               f"(all threads); DM {summary['dm']['mean']:.1f} vs random {summary['random']['mean']:.1f} %.\n")
     loads = [r["load_average"][0] for r in records if "load_average" in r]
     if loads:
         md += (f"\nShared 2-core machine: 1-minute load average {min(loads):.1f}-{max(loads):.1f} during the runs "
-               "(other jobs ran at the same time; alternating rounds spread their effect over both sides).\n")
+               "(other jobs ran at the same time; alternating rounds spread their effect over both sides, and CPU "
+               "time is nearly independent of it).\n")
     return rows, md
 
 
@@ -199,6 +211,8 @@ def main() -> None:
     parser.add_argument("--cli-iterations", type=int, nargs=2, default=[5, 45], metavar=("N1", "N2"))
     parser.add_argument("--reference-iterations", type=int, nargs=2, default=[2, 12], metavar=("N1", "N2"))
     parser.add_argument("--demo", action="store_true", help="time `distillset demo` instead (one more cell)")
+    parser.add_argument("--demo-args", nargs=argparse.REMAINDER, default=[],
+                        help="options for `distillset demo` (e.g. --data-root /nonexistent for the digits fallback)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the result files from the cells")
     parser.add_argument("--reference-run", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -208,7 +222,7 @@ def main() -> None:
     cells = Cells(NAME)
     started = time.perf_counter()
     if args.demo:
-        run_demo(cells, len([r for r in cells.all() if str(r.get("key", "")).startswith("demo-")]))
+        run_demo(cells, len([r for r in cells.all() if str(r.get("key", "")).startswith("demo-")]), args.demo_args)
     elif not args.report_only:
         iterations = {"cli": args.cli_iterations, "reference": args.reference_iterations}
         for round_index in range(args.rounds):
@@ -218,7 +232,10 @@ def main() -> None:
                     run_cell(cells, impl, iterations[impl][position], round_index)
     records = cells.all()
     rows, md = build_rows(records)
-    write_results(NAME, report_command(NAME, args.report_only or args.demo), rows, [],
+    recorded = RESULTS / f"{NAME}.json"  # a rewrite keeps the command that ran the timing rounds
+    command = (json.loads(recorded.read_text())["command"] if (args.report_only or args.demo) and recorded.is_file()
+               else command_line())
+    write_results(NAME, command, rows, [],
                   sum(r["seconds"] for r in records) or time.perf_counter() - started, md)
     print(md)
 
