@@ -84,7 +84,7 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         noise_scaled_C: bool = True,
         cv: int = 5,
         small_sample_loo: bool = True,
-        max_iter: int = 10,
+        max_iter: int = 20,
         tol: float = 1e-3,
         min_outside_fraction: float = 0.1,
         min_outside_count: int = 5,
