@@ -114,7 +114,11 @@ def readme_lines(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     time_ratio = statistics.mean(fit[c, "wl_svr"] / fit[c, "svr_cv_epsilon"] for c in svr_cells)
     cross = [r.acc("cross_arch_elf", model=m, elf=False) for m in ("convnet3", "resnet18", "resnetap10")]
     cross_elf = [r.acc("cross_arch_elf", model=m, elf=True) for m in ("resnet18", "resnetap10")]
+    digits = "dm_digits"
     return [
+        ("digits (scikit-learn, 8×8) IPC 10, ConvNet-3, 200 iterations, 3 models × 300 epochs: DM / DM+HDD / random / "
+         "herding (the small table one Snakemake command reproduces, benchmarks/README.md)",
+         " / ".join(r.acc(digits, method=m) for m in ("dm", "hdd", "random", "herding")), "—"),
         (f"DM, Fashion-MNIST IPC 10, {protocol}", r.acc(dm, method="dm", ipc=10),
          f"{r.paper(dm, method='dm', ipc=10)} (reference code, same machine type)"),
         ("DM, Fashion-MNIST IPC 50, same protocol", r.acc(dm, method="dm", ipc=50),
