@@ -70,18 +70,18 @@ def _ranks(device: str, deterministic: bool):
 
 def _real_images(real, cache: bool | None, group):
     """``(real, True)`` held in memory (``--cache``), or ``(memory-mapped images, False)`` from their array file under
-    $DISTILLSET_CACHE/arrays, written once by rank 0 (``--no-cache``; by default for splits over 2 GiB)."""
-    from distillset.data.arrays import open_array, should_cache, write_array
+    $DISTILLSET_CACHE/arrays, written once per node by its local rank 0 (``--no-cache``; by default for splits over
+    2 GiB)."""
+    from distillset.data.arrays import array_path, open_array, should_cache, write_array
     from distillset.training import cache_dir
 
     if should_cache(real, cache):
         return real, True
-    if group is None or group.is_writer:
-        path = write_array(real, cache_dir() / "arrays")
+    if group is None or group.ranks.local_rank == 0:  # atomic and named by content: safe on a shared file system
+        write_array(real, cache_dir() / "arrays")
     if group is not None:
         group.barrier()
-        path = group.broadcast_object(str(path) if group.is_writer else None)
-    return open_array(path, real.labels), False
+    return open_array(array_path(real, cache_dir() / "arrays"), real.labels), False
 
 
 def _count(models: str | None, default: int) -> int:
