@@ -144,6 +144,11 @@ def test_cli_distill_with_teacher_and_soft_label_evaluation(teacher, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "cfm-teacher" and manifest["teacher"]["sha256"] == teacher.manifest["sha256"]
+    rerun = runner.invoke(app, ["distill", "--method", "cfm-teacher", "--teacher", str(teacher.path), "--dataset",
+                                "digits", "--ipc", "2", "--iterations", "2", "--param", "real_images=100",
+                                "--out", str(out)])
+    assert rerun.exit_code == 0 and "already distilled" in rerun.output  # a finished set is kept
+    assert json.loads((out / "manifest.json").read_text()) == manifest
     for extra in ([], ["--soft-labels", str(teacher.path), "--temperature", "2"]):
         evaluated = runner.invoke(app, ["evaluate", str(out), "--epochs", "1", "--models", "1", "--no-compile",
                                         "--precision", "fp32", *extra])

@@ -680,6 +680,9 @@ def _distill_with_teacher(methods: list[str], teacher_path: Path | None, *, data
         try:
             config = TeacherMatchingConfig(method=name, ipc=ipc, iterations=iterations, init=init, seed=seed,
                                            **_parse_params(param))
+            if _finished_teacher_run(run_dir, config, teacher.manifest["sha256"]):
+                typer.echo(f"{run_dir}: already distilled with these settings and this teacher; kept")
+                continue
             synthetic, log = distill_with_teacher(splits.train, splits.info, teacher.net, config,
                                                   teacher_sha256=teacher.manifest["sha256"],
                                                   checkpoint=RunDir(run_dir).checkpoint, device=dev, progress=True)
@@ -695,6 +698,16 @@ def _distill_with_teacher(methods: list[str], teacher_path: Path | None, *, data
                                     "test_accuracy": teacher.test_accuracy}})
         typer.echo(f"saved {len(synthetic)} images to {run_dir}; evaluate with soft labels: distillset evaluate "
                    f"{run_dir} --soft-labels {teacher.path}")
+
+
+def _finished_teacher_run(run_dir: Path, config: Any, teacher_sha256: str) -> bool:
+    """Whether ``run_dir`` already holds the set of ``config`` made with this teacher (a rerun keeps it)."""
+    manifest_path = RunDir(run_dir).manifest
+    if not manifest_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    return (json.loads(json.dumps(asdict(config))) == manifest.get("config")
+            and manifest.get("teacher", {}).get("sha256") == teacher_sha256)
 
 
 teacher_app = typer.Typer(help="Teachers: networks trained on a full training split (docs/teachers.md).",
