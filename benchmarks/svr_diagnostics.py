@@ -108,8 +108,11 @@ def small_simulations(sizes: list[int], repetitions: int) -> list[dict[str, Any]
     }
     methods = {
         "first version": None,
-        "descent only": lambda seed: WorkingLikelihoodSVR(min_outside_count=0, random_state=seed),
-        "descent + count rule (now)": lambda seed: WorkingLikelihoodSVR(random_state=seed),
+        "descent, 5-fold": lambda seed: WorkingLikelihoodSVR(
+            min_outside_count=0, small_sample_loo=False, random_state=seed
+        ),
+        "descent + count, 5-fold": lambda seed: WorkingLikelihoodSVR(small_sample_loo=False, random_state=seed),
+        "now: descent + count + LOO": lambda seed: WorkingLikelihoodSVR(random_state=seed),
         "svr_default": lambda seed: METHODS["svr_default"](seed),
     }
     table = []
@@ -247,7 +250,8 @@ def main() -> None:
     header = (
         f"Part 1: {args.splits} splits of svr_real.py, training rows only (standardised X); the first version's "
         f"fixed-point loop for {args.iterations} estimates (10% bound only), and the estimator as it is now "
-        "(descent on J, eq. 6, with the small-sample count rule). Medians over splits; tubes in sd units of y.\n\n"
+        "(descent on J, eq. 6, with the small-sample rules: at least 5 residuals outside, leave-one-out "
+        "residuals). Medians over splits; tubes in sd units of y.\n\n"
     )
     markdown = (
         header
