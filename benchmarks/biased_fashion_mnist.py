@@ -30,6 +30,7 @@ from distillset.evaluate import EvalConfig, evaluate_biased
 NAME = "biased_fashion_mnist"
 DATASET = "fashion-mnist-colour"
 METHODS = ("random", "random-kde", "dm", "dm-kde")
+SETUP_RECORD = ("debias", "debias_params", "conflicting_weight_share", "max_weight", "setup_seconds")
 PAPER = [
     {"dataset": "cmnist", "method": "dm", "ipc": 50, "model": "convnet3", "metric": "accuracy", "mean": 23.8,
      "extra": {"rho": 0.95}, "source": "Cui et al., Mitigating Bias in Dataset Distillation, arXiv 2406.06609, "
@@ -53,8 +54,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / NAME)
     parser.add_argument("--cells", type=Path, default=None, help="cells root (default benchmarks/cells)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--only", default=",".join(METHODS), help="rows to produce (comma list of methods)")
     parser.add_argument("--report-only", action="store_true")
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.only = [name.strip() for name in args.only.split(",")]
+    unknown = sorted(set(args.only) - set(METHODS))
+    if unknown:
+        parser.error(f"--only: unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return args
 
 
 def kde_params(items: list[str]) -> dict[str, Any]:
@@ -63,9 +70,11 @@ def kde_params(items: list[str]) -> dict[str, Any]:
     return parse_key_values(items)
 
 
-def scale_key(args: argparse.Namespace) -> str:
+def scale_key(args: argparse.Namespace, evaluation: bool = True) -> str:
+    """The scale in a cell's key: distillation settings, and (``evaluation``) epochs and models."""
     kde = "".join(f"-{item}" for item in sorted(args.kde))
-    return f"it{args.iterations}-b{args.batch_real}-e{args.epochs}-n{args.models}-s{args.severity}{kde}"
+    evaluated = f"-e{args.epochs}-n{args.models}" if evaluation else ""
+    return f"it{args.iterations}-b{args.batch_real}{evaluated}-s{args.severity}{kde}"
 
 
 def evaluate_row(cells: Cells, key: str, synthetic, splits: BiasedSplits, args: argparse.Namespace, method: str,
@@ -111,19 +120,29 @@ def run_cell(cells: Cells, splits: BiasedSplits, args: argparse.Namespace, ipc: 
             continue
         config = config_for_method("dm", ipc=ipc, iterations=args.iterations, batch_real=args.batch_real,
                                    real_precision=args.precision, debias=method, debias_params=params)
-        run_dir = args.work / "sets" / keys["dm"]
-        start = time.perf_counter()
-        distiller = Distiller(splits.train, splits.info, config, out_dir=run_dir)
-        extra = {**(weight_record(distiller, splits) if method == "kde" else {}),
-                 "setup_seconds": round(time.perf_counter() - start, 1)}
-        evaluate_row(cells, keys["random"], distiller.synthetic_set(), splits, args, f"random{suffix}", ipc, rho, 0,
-                     extra)
-        if cells.get(keys["dm"]) is not None:
+        run_dir = args.work / "sets" / f"ipc{ipc}-rho{rho}-dm{suffix}-{scale_key(args, evaluation=False)}"
+        wanted = {name: f"{name}{suffix}" in args.only for name in ("random", "dm")}
+        if not any(wanted.values()):
             continue
-        if (run_dir / "manifest.json").is_file():
+        random_row, saved = cells.get(keys["random"]), (run_dir / "manifest.json").is_file()
+        distiller = None
+        if (random_row is None and wanted["random"]) or (not saved and wanted["dm"]):  # weights: minutes on 60k
+            start = time.perf_counter()
+            distiller = Distiller(splits.train, splits.info, config, out_dir=run_dir)
+            extra = {**(weight_record(distiller, splits) if method == "kde" else {}),
+                     "setup_seconds": round(time.perf_counter() - start, 1)}
+            if wanted["random"]:
+                evaluate_row(cells, keys["random"], distiller.synthetic_set(), splits, args, f"random{suffix}", ipc,
+                             rho, 0, extra)
+        else:
+            extra = {k: v for k, v in (random_row or {"extra": {}})["extra"].items() if k in SETUP_RECORD}
+        if cells.get(keys["dm"]) is not None or not wanted["dm"]:
+            continue
+        if saved:
             synthetic, manifest = load_run(run_dir)
             seconds = manifest["wall_seconds"]
         else:
+            assert distiller is not None
             synthetic = distiller.run(resume=True)
             seconds = distiller.elapsed
             save_run(run_dir, synthetic, method=f"dm{suffix}", dataset=DATASET, ipc=ipc, seed=0,
