@@ -1,10 +1,13 @@
 """The command line end to end on the embedded digits dataset."""
 
 import json
+import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from distillset.artifacts import load_run
 from distillset.cli import app
 
 runner = CliRunner()
@@ -145,12 +148,15 @@ def test_clear_errors(tmp_path, dm_run):
     assert result.exit_code == 2 and "choose one of" in result.output
     result = invoke("evaluate", str(tmp_path))
     assert result.exit_code == 2 and "not a distillset run directory" in result.output
-    tensors = dm_run / "synthetic.safetensors"
+    tampered = tmp_path / "tampered"
+    shutil.copytree(dm_run, tampered)  # the module's run stays intact for the other tests
+    tensors = tampered / "synthetic.safetensors"
     data = bytearray(tensors.read_bytes())
     data[-2] ^= 0x01
     tensors.write_bytes(bytes(data))
-    result = invoke("evaluate", str(dm_run), "--epochs", "1")
+    result = invoke("evaluate", str(tampered), "--epochs", "1")
     assert result.exit_code == 2 and "sha256 mismatch" in result.output
+    assert invoke("inspect", str(dm_run)).exit_code == 0
 
 
 def test_distill_several_methods_in_one_command(tmp_path):
@@ -164,8 +170,8 @@ def test_distill_several_methods_in_one_command(tmp_path):
     alone = tmp_path / "alone"
     assert invoke("distill", "--method", "hdd", "--dataset", "digits", "--ipc", "1", "--iterations", "2",
                   "--out", str(alone)).exit_code == 0
-    assert (json.loads((alone / "manifest.json").read_text())["tensors"]["sha256"]
-            == json.loads((out / "hdd" / "manifest.json").read_text())["tensors"]["sha256"])
+    together_set, alone_set = load_run(out / "hdd")[0], load_run(alone)[0]  # the files differ in their manifests
+    assert torch.equal(together_set.images, alone_set.images) and torch.equal(together_set.labels, alone_set.labels)
     result = invoke("distill", "--method", "dm,idm", "--dataset", "digits", "--iterations", "1", "--out", str(out))
     assert result.exit_code == 2 and "network_source" in result.output and "Run them separately" in result.output
     result = invoke("distill", "--method", "dm,dm", "--dataset", "digits", "--out", str(out))
@@ -213,3 +219,21 @@ def test_demo_distils_compares_with_random_and_reports(tmp_path):
     first = (out / "dm" / "synthetic.safetensors").read_bytes()
     assert invoke(*args).exit_code == 0
     assert (out / "dm" / "synthetic.safetensors").read_bytes() == first
+
+
+def test_typed_objective_and_queue_settings_reach_the_manifest(tmp_path):
+    out = tmp_path / "idm"
+    result = invoke("distill", "--method", "idm+hdd", "--dataset", "digits", "--ipc", "1", "--iterations", "1",
+                    "--batch-real", "8", "--queue", "train_steps=1", "--queue", "train_batch=8",
+                    "--param", "weight=50", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["objective_params"]["weight"] == 50.0 and config["objective_params"]["curvature_k"] == 2.4
+    assert config["queue"]["push_interval"] == 5 and config["queue"]["train_steps"] == 1  # IPC-1 preset + flag
+    assert config["batch_real"] == 8
+    result = invoke("distill", "--method", "hdd", "--dataset", "digits", "--param", "curvature=2",
+                    "--out", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "has no parameter curvature" in result.output and "curvature_k" in result.output
+    result = invoke("distill", "--method", "idm", "--dataset", "digits", "--queue", "size=3",
+                    "--out", str(tmp_path / "y"))
+    assert result.exit_code == 2 and "unknown queue setting size" in result.output and "push_interval" in result.output

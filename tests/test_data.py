@@ -439,7 +439,8 @@ def test_dataset_info_constants_and_aliases() -> None:
     assert dataset_info("tiny-imagenet").num_classes == 200 and dataset_info("tiny-imagenet-lt").image_size == (64, 64)
     names = dataset_names()
     assert {"cifar10", "cifar10-lt", "fashion-mnist-lt", "digits", "imagefolder", "tiny-imagenet"} <= set(names)
-    assert "fmnist" not in names and len(names) == 20
+    assert {"mnist-colour", "fashion-mnist-colour", "cifar10-corrupted"} <= set(names)  # biased variants
+    assert "fmnist" not in names and len(names) == 23
 
 
 def test_image_size_only_for_decoded_datasets(tmp_path: Path) -> None:

@@ -147,8 +147,11 @@ def check_consistency(manifest: Mapping[str, Any], synthetic: ImageSet) -> None:
             problems.append(f"soft_labels have {tuple(synthetic.soft_labels.shape[1:])} columns per image, "
                             f"dataset {info.name!r} has {info.num_classes} classes")
     ipc = manifest.get("ipc")
-    if n and (not isinstance(ipc, int) or int(counts.max()) != ipc):
-        problems.append(f"ipc is {ipc!r} but the largest class holds {int(counts.max())} images")
+    config = manifest.get("config")
+    expansion = config.get("expansion_factor", 1) if isinstance(config, dict) else 1  # IDM: ipc x factor^2 images
+    if n and (not isinstance(ipc, int) or not isinstance(expansion, int) or int(counts.max()) != ipc * expansion**2):
+        expanded = f" (x {expansion}^2 expanded images)" if expansion != 1 else ""
+        problems.append(f"ipc is {ipc!r}{expanded} but the largest class holds {int(counts.max())} images")
     shard = (manifest.get("config") or {}).get("classes") if isinstance(manifest.get("config"), dict) else None
     present = sorted(synthetic.labels.unique().tolist())
     if shard is not None and not set(present) <= set(shard):

@@ -94,12 +94,12 @@ def _count(models: str | None, default: int) -> int:
     return int(models)
 
 
-def _parse_params(values: list[str] | None) -> dict[str, Any]:
-    """``--param key=value`` pairs; values parsed as JSON where possible (numbers, true/false)."""
+def _parse_params(values: list[str] | None, option: str = "--param") -> dict[str, Any]:
+    """``key=value`` pairs of ``option``; values parsed as JSON where possible (numbers, true/false)."""
     try:
         return parse_key_values(values or [])
     except ValueError as exc:
-        _fail(f"--param {exc}")
+        _fail(f"{option} {exc}")
 
 
 TRUSTED_KEYS_ENV = "DISTILLSET_TRUSTED_KEYS"
@@ -215,10 +215,13 @@ def distill(
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, log, result).")] = Path("runs/distill"),
     resume: Annotated[bool, typer.Option(help="Continue from out/checkpoint.safetensors.")] = False,
     lr_img: Annotated[Optional[float], typer.Option(help="Image learning rate (method default if unset).")] = None,
-    batch_real: Annotated[int, typer.Option(help="Real images per class per iteration.")] = 256,
+    batch_real: Annotated[Optional[int], typer.Option(
+        help="Real images per class per iteration (method default if unset: 256; IDM at IPC 1: 5000).")] = None,
     init: Annotated[str, typer.Option(help="real or noise.")] = "real",
     model: Annotated[str, typer.Option(help="Embedding network.")] = "convnet3",
     param: Annotated[Optional[list[str]], typer.Option(help="Objective hyperparameter key=value (repeatable).")] = None,
+    queue: Annotated[Optional[list[str]], typer.Option(
+        help="IDM queue setting key=value (repeatable), e.g. push_interval=5 (docs/methods.md).")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class shard, e.g. 0,1,2.")] = None,
     imbalance: Annotated[Optional[float], typer.Option(help="Imbalance ratio for *-lt datasets.")] = None,
     bias_ratio: Annotated[Optional[float], typer.Option(
@@ -273,14 +276,16 @@ def distill(
     bias = {"ratio": bias_ratio, "severity": severity} if bias_ratio is not None else None
     splits = _load(dataset, data_root, imbalance, seed, bias)
     overrides: dict[str, Any] = {
-        "debias": debias, "debias_params": _parse_params(debias_param),
-        "ipc": ipc, "iterations": iterations, "batch_real": batch_real, "init": init, "model": model,
+        "debias": debias, "debias_params": _parse_params(debias_param, "--debias-param"),
+        "ipc": ipc, "iterations": iterations, "init": init, "model": model,
         "seed": seed, "checkpoint_every": checkpoint_every, "checkpoint_seconds": 60 * checkpoint_minutes,
         "real_precision": precision, "compile": compile,
-        "objective_params": _parse_params(param),
+        "objective_params": _parse_params(param), "queue": _parse_params(queue, "--queue"),
     }
     if lr_img is not None:
         overrides["lr_img"] = lr_img
+    if batch_real is not None:
+        overrides["batch_real"] = batch_real
     if classes:
         overrides["classes"] = [int(c) for c in classes.split(",")]
     try:
@@ -404,7 +409,7 @@ def evaluate(
     if ranks is not None and (elf or isinstance(splits, BiasedSplits)):
         _fail("ELF and biased-data evaluations are not split over processes; run them without torchrun")
     try:
-        elf_config = ELFConfig(**_parse_params(elf_param)) if elf else None
+        elf_config = ELFConfig(**_parse_params(elf_param, "--elf-param")) if elf else None
     except (TypeError, ValueError) as exc:
         _fail(f"--elf-param: {exc}")
     full_accuracies = _full_data_accuracies(full_data_accuracy, architectures)
