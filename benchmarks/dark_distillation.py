@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -136,13 +137,14 @@ def main() -> None:
                 base = {"dataset": "fashion-mnist", "method": method, "ipc": ipc, "model": setup,
                         "n": len(results), "iterations": 0, "epochs": args.epochs}
                 mean, std = mean_std(r["cta"] for r in results)
+                where = os.path.relpath(run, ROOT.parent)  # the repository-relative location of the set
                 rows.append({**base, "metric": "cta", "mean": round(mean, 2), "std": round(std, 2),
-                             "extra": {**scale, "accuracies": [r["cta"] for r in results], "set": str(run)}})
+                             "extra": {**scale, "accuracies": [r["cta"] for r in results], "set": where}})
                 for trigger in ([set_name] if set_name != "clean" else list(triggers)):
                     mean, std = mean_std(r["asr"][trigger] for r in results)
                     rows.append({**base, "metric": "asr", "mean": round(mean, 2), "std": round(std, 2),
                                  "extra": {**scale, "trigger": trigger, "target": args.target,
-                                           "values": [r["asr"][trigger] for r in results], "set": str(run)}})
+                                           "values": [r["asr"][trigger] for r in results], "set": where}})
     previous = RESULTS / "dark_distillation.json"
     if previous.is_file():  # rows of other IPCs come from other commands (their own scale): keep them
         rows = [r for r in json.loads(previous.read_text())["rows"] if r["ipc"] not in args.ipc] + rows
