@@ -230,6 +230,7 @@ def build_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default=NAME, help="result and cells name (e.g. a rerun on another machine state)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cli-iterations", type=int, nargs=2, default=[5, 45], metavar=("N1", "N2"))
     parser.add_argument("--reference-iterations", type=int, nargs=2, default=[2, 12], metavar=("N1", "N2"))
@@ -242,7 +243,7 @@ def main() -> None:
     if args.reference_run is not None:
         reference_run(args.reference_run)
         return
-    cells = Cells(NAME)
+    cells = Cells(args.name)
     started = time.perf_counter()
     if args.demo:
         run_demo(cells, len([r for r in cells.all() if str(r.get("key", "")).startswith("demo-")]), args.demo_args)
@@ -256,11 +257,11 @@ def main() -> None:
                     run_cell(cells, impl, iterations[impl][position], round_index)
     records = cells.all()
     rows, md = build_rows(records)
-    recorded = RESULTS / f"{NAME}.json"  # a rewrite keeps the command that ran the timing rounds
+    recorded = RESULTS / f"{args.name}.json"  # a rewrite keeps the command that ran the timing rounds
     command = json.loads(recorded.read_text())["command"] if recorded.is_file() else TIMING_COMMAND
     if not (args.report_only or args.demo) or "--report-only" in command:
         command = command_line() if not (args.report_only or args.demo) else TIMING_COMMAND
-    write_results(NAME, command, rows, [],
+    write_results(args.name, command, rows, [],
                   sum(r["seconds"] for r in records) or time.perf_counter() - started, md)
     print(md)
 

@@ -212,7 +212,7 @@ def test_demo_distils_compares_with_random_and_reports(tmp_path):
     assert summary["dataset"] == "digits" and summary["iterations"] == 3
     assert {"dm", "random"} <= set(summary) and summary["dm"]["n"] == 1 and len(summary["random"]["accuracies"]) == 1
     report = (out / "report.md").read_text()
-    assert "| dm |" in report and "| random |" in report
+    assert "| dm: 1 synthetic image(s) per class" in report and "| random: 1 real image(s) per class" in report
     assert (out / "dm.png").stat().st_size > 0 and (out / "random.png").stat().st_size > 0
     assert (out / "dm" / "manifest.json").is_file() and (out / "random" / "manifest.json").is_file()
     # a rerun resumes the finished distillation (no new iterations) and writes the same set
