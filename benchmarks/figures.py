@@ -196,7 +196,8 @@ def readme_lines(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
          f"{dark_mean('dm+dark-patch', 10, 'convnet3-w32', 'cta'):.1f} (ConvNet); blended trigger ASR ≤ "
          f"{blended_asr:.1f} %; attack {attack_seconds:.0f} s on one shared thread. IPC 50, lighter attack, n = 1: "
          f"patch ASR {dark_mean('dm+dark-patch', 50, 'convnet3-w32', 'asr', 'patch'):.1f} %, CTA "
-         f"{dark_mean('dm', 50, 'convnet3-w32', 'cta'):.1f} → {dark_mean('dm+dark-patch', 50, 'convnet3-w32', 'cta'):.1f}",
+         f"{dark_mean('dm', 50, 'convnet3-w32', 'cta'):.1f} → "
+         f"{dark_mean('dm+dark-patch', 50, 'convnet3-w32', 'cta'):.1f}",
          "paper tables not recovered; abstract: \"under a minute\" on GPU"),
         (f"backdoor scan (high-frequency footprint), {scan['detection_rate']['n']} Dark-Distillation-poisoned vs "
          f"{scan['false_alarm_rate']['n']} clean Fashion-MNIST sets",

@@ -39,8 +39,8 @@ def test_the_workflow_builds_a_table_resumes_a_lost_model_and_redoes_nothing(tmp
     assert [(row["method"], row["n"]) for row in result["rows"]] == [("dm", 2)]
     (dm,) = result["rows"]
     assert dm["extra"]["commands"][0] == ("distillset distill --method dm,hdd --dataset digits --ipc 1 --seed 0 "
-                                          "--out work/sets/digits-dm+hdd-ipc1-it2-s0 --iterations 2 --resume --no-compile "
-                                          "--real-precision fp32")
+                                          "--out work/sets/digits-dm+hdd-ipc1-it2-s0 --iterations 2 --resume "
+                                          "--no-compile --real-precision fp32")
     assert dm["iterations"] == 2 and len(dm["extra"]["accuracies"]) == 2
     hdd = tmp_path / "work" / "sets" / "digits-dm+hdd-ipc1-it2-s0" / "hdd" / "manifest.json"
     assert hdd.is_file()  # made by the same command as the DM set

@@ -173,7 +173,8 @@ def test_benchmark_tables_with_a_teacher_expand_into_commands():
     teacher = f"benchmarks/work/{cfm.teacher.path}"
     assert plan.shell(cfm.teacher.argv("benchmarks/work"), "distillset").endswith(f"--out {teacher}")
     distill = cfm.groups[0].argv("benchmarks/work")
-    assert distill[:4] == ["distillset", "distill", "--method", "cfm-teacher,lowpass-teacher,highpass-teacher,dm-teacher"]
+    methods = "cfm-teacher,lowpass-teacher,highpass-teacher,dm-teacher"
+    assert distill[:4] == ["distillset", "distill", "--method", methods]
     assert distill[-2:] == ["--teacher", teacher]
     soft = [row for row in cfm.rows if row.evaluation.soft_labels]
     assert {row.method for row in soft} == {"cfm-teacher", "lowpass-teacher", "highpass-teacher", "dm-teacher", "dm"}

@@ -237,3 +237,32 @@ def test_typed_objective_and_queue_settings_reach_the_manifest(tmp_path):
     result = invoke("distill", "--method", "idm", "--dataset", "digits", "--queue", "size=3",
                     "--out", str(tmp_path / "y"))
     assert result.exit_code == 2 and "unknown queue setting size" in result.output and "push_interval" in result.output
+
+
+def test_a_finished_evaluation_is_reported_not_trained_again(dm_run, monkeypatch):
+    from distillset.evaluate import protocol
+    from distillset.evaluate.records import EvaluationRecords, evaluation_key
+
+    args = ("evaluate", str(dm_run), "--models", "1", "--epochs", "1", "--seed", "9")
+    assert invoke(*args).exit_code == 0
+    key = evaluation_key("convnet3", 1, 1, 9)
+    recorded = EvaluationRecords(dm_run).get(key)
+    assert recorded is not None and recorded["n"] == 1 and not EvaluationRecords(dm_run).work_dir(key).exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished evaluation was trained again")
+
+    monkeypatch.setattr(protocol, "train_classifier", no_training)
+    result = invoke(*args)
+    assert result.exit_code == 0 and "recorded in" in result.output
+    assert EvaluationRecords(dm_run).get(key) == recorded
+
+
+def test_evaluation_keys():
+    from distillset.evaluate.records import evaluation_key
+
+    assert evaluation_key("convnet3", 1000, 5, 0) == "convnet3-e1000-n5-s0"
+    assert evaluation_key("resnet18", 300, 3, 1, elf=True, precision="bf16", suffix="soft-ab12cd34-T1") == (
+        "resnet18-e300-n3-s1-elf-bf16-soft-ab12cd34-T1")
+    minimax = evaluation_key("convnet6", 2000, 3, 0, protocol="minimax", suffix="px64")
+    assert minimax == "minimax-convnet6-e2000-n3-s0-px64"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -383,6 +382,7 @@ def evaluate(
     from distillset.evaluate.elf import ELFConfig, evaluate_elf
     from distillset.evaluate.metrics import fair_metrics as compute_fair_metrics
     from distillset.evaluate.protocol import format_mean_std
+    from distillset.evaluate.records import EvaluationRecords, evaluation_key
 
     synthetic, manifest = _open_run(run, _trusted_keys(require_signature, trusted_key))
     architectures = [name.strip() for name in model.split(",") if name.strip()]
@@ -402,8 +402,7 @@ def evaluate(
         except (ArtifactError, ValueError) as exc:
             _fail(str(exc))
         labels_record = soft_label_record(teacher, temperature)
-    results_path = RunDir(run).evaluation
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    records = EvaluationRecords(run)
     dev, ranks = _ranks(device, deterministic)
     precision, compile = _speed(precision, compile, dev)
     if ranks is not None and (elf or isinstance(splits, BiasedSplits)):
@@ -428,10 +427,15 @@ def evaluate(
         return evaluate_elf(images, splits, config, elf_config, device=dev, progress=True)
 
     for arch in architectures:
-        key = f"{arch}-e{epochs}-n{count}-s{seed}" + ("-elf" if elf_config else "") + (
-            f"-{precision}" if precision != "fp32" else "") + (
-            f"-soft-{teacher.manifest['sha256'][:8]}-T{temperature:g}" if labels_record else "")
-        training = RunDir(run).evaluation_work / key  # tested models and the one in training: a rerun resumes
+        key = evaluation_key(arch, epochs, count, seed, elf=elf_config is not None, precision=precision, suffix=(
+            f"soft-{teacher.manifest['sha256'][:8]}-T{temperature:g}" if labels_record else ""))
+        label = arch + (" +ELF" if elf_config else "") + (" soft" if labels_record else "")
+        finished = records.get(key)
+        if finished is not None and not fair_metrics:  # a finished evaluation is reported, not trained again
+            typer.echo(f"{label:17s} {format_mean_std(finished['mean'], finished['std'])}  (n={count}, {epochs} "
+                       f"epochs, final epoch; recorded in {RunDir(run).evaluation})")
+            continue
+        training = records.work_dir(key)  # tested models and the one in training: a rerun resumes
         try:
             config = EvalConfig(model=arch, epochs=epochs, num_models=count, precision=precision, seed=seed,
                                 compile=compile)
@@ -452,10 +456,7 @@ def evaluate(
             entry["processes"] = ranks.world_size
             if not ranks.is_writer:
                 continue
-        results[key] = entry
-        atomic_write_json(results_path, results)
-        shutil.rmtree(training, ignore_errors=True)
-        label = arch + (" +ELF" if elf_config else "") + (" soft" if labels_record else "")
+        records.record(key, entry)
         typer.echo(f"{label:17s} {format_mean_std(result.mean, result.std)}  "
                    f"(n={count}, {epochs} epochs, final epoch)")
         if "bias" in entry:
@@ -1100,12 +1101,12 @@ def evaluate_minimax_command(
     """The Minimax protocol (hard labels, CutMix, best test accuracy over periodic evaluations; docs/vlcp.md)."""
     from distillset.evaluate.minimax import evaluate_minimax
     from distillset.evaluate.protocol import format_mean_std
+    from distillset.evaluate.records import EvaluationRecords, evaluation_key
     from distillset.training.minimax import MinimaxConfig, minimax_epochs
 
     synthetic, manifest = _open_run(run)
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0))
-    results_path = RunDir(run).evaluation
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    records = EvaluationRecords(run)
     count = _count(models, 3)
     epochs = epochs or minimax_epochs(int(manifest["ipc"]), splits.info.num_classes)
     for arch in [name.strip() for name in model.split(",") if name.strip()]:
@@ -1115,8 +1116,8 @@ def evaluate_minimax_command(
             entry = evaluate_minimax(synthetic, splits.test, splits.info, config, device=_device(device)).to_dict()
         except (UnknownNameError, ValueError, FloatingPointError) as exc:
             _fail(str(exc))
-        results[f"minimax-{arch}-e{epochs}-n{count}-s{seed}" + (f"-px{image_size}" if image_size else "")] = entry
-        atomic_write_json(results_path, results)
+        records.record(evaluation_key(arch, epochs, count, seed, protocol="minimax",
+                                      suffix=f"px{image_size}" if image_size else ""), entry)
         typer.echo(f"{arch:12s} best {format_mean_std(entry['mean'], entry['std'])}  final "
                    f"{format_mean_std(entry['final_mean'], entry['final_std'])}  (n={count}, {epochs} epochs)")
 
