@@ -31,6 +31,7 @@ from distillset.data.base import DatasetInfo, DatasetSplits, ImageSet
 from distillset.engine import Distiller, config_for_method
 from distillset.evaluate import EvalConfig, EvalResult, evaluate_synthetic
 from distillset.evaluate.protocol import format_mean_std
+from distillset.evaluate.records import EvaluationRecords
 from distillset.io import RunDir, atomic_write_bytes, atomic_write_json
 from distillset.runtime import default_compile, runtime_record
 from distillset.visualize import image_grid, save_image_grid
@@ -85,12 +86,8 @@ def load_record(run_dir: str | Path) -> RunRecord:
     """Load a run (verifying its hash), its log and its evaluations."""
     path = Path(run_dir)
     synthetic, manifest = load_run(path)
-    evaluation_path = RunDir(path).evaluation
-    evaluations = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
-    if not isinstance(evaluations, dict):
-        raise ValueError(f"{evaluation_path} must hold a JSON object of evaluation entries")
     info = dataset_info(manifest["dataset"])
-    return RunRecord(path, manifest, synthetic, info, read_log(RunDir(path).log), evaluations)
+    return RunRecord(path, manifest, synthetic, info, read_log(RunDir(path).log), EvaluationRecords(path).entries)
 
 
 def evaluation_label(entry: dict[str, Any]) -> str:

@@ -31,6 +31,8 @@ class EvaluationRecords:
             self.entries: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{path} is unreadable ({exc}); move it away to evaluate again") from exc
+        if not isinstance(self.entries, dict):
+            raise ArtifactError(f"{path} must hold a JSON object of evaluation entries; move it away to evaluate again")
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The recorded entry of ``key``, or None when that evaluation has not finished."""
