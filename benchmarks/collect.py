@@ -68,8 +68,9 @@ def markdown(rows: list[dict[str, Any]], paper: list[dict[str, Any]]) -> str:
     table = []
     for row in rows:
         extra = row["extra"]
-        soft = extra.get("labels", {}).get("labels") == "soft"
-        entry = {"method": row["method"] + (" + ELF" if extra.get("elf") else "") + (" (soft labels)" if soft else ""),
+        labels = extra.get("labels", {})
+        soft = f" (soft labels, {labels.get('relabel', 'fixed')})" if labels.get("labels") == "soft" else ""
+        entry = {"method": row["method"] + (" + ELF" if extra.get("elf") else "") + soft,
                  "model": row["model"],
                  "ipc": row["ipc"], "imbalance": extra.get("imbalance", ""),
                  "real pool": f"{extra['prune']} {extra['keep']:.0%}" if "prune" in extra else "full",

@@ -137,13 +137,14 @@ class Evaluation:
     compile: bool = False
     elf: tuple[tuple[str, Any], ...] | None = None
     soft_labels: str | None = None  # TEACHER: train on the table teacher's soft labels
+    relabel: str = "augmented"  # with soft_labels: label every augmented batch, or the images once ("fixed")
     teacher: str | None = None  # the table's teacher folder (under the work folder), when this evaluation uses it
 
     def name(self, seed: int) -> str:
         elf = "" if self.elf is None else "-elf" + "".join(
             f"-{k}" if v == TEACHER else f"-{k}{_tag(v)}" for k, v in self.elf)
         return (f"{self.model}-e{self.epochs}-s{seed}-{self.precision}" + ("-compile" if self.compile else "")
-                + elf + ("-soft" if self.soft_labels else ""))
+                + elf + ((f"-soft-{self.relabel}" if self.relabel != "fixed" else "-soft") if self.soft_labels else ""))
 
     def argv(self, run: str, seed: int, work: str = "benchmarks/work") -> list[str]:
         argv = ["distillset", "evaluate", run, "--model", self.model, "--num-models", "1", "--epochs",
@@ -154,7 +155,7 @@ class Evaluation:
             for key, value in self.elf:
                 argv += ["--elf-param", f"{key}={_tag(_with_teacher(value, self.teacher, work))}"]
         if self.soft_labels:
-            argv += ["--soft-labels", _with_teacher(self.soft_labels, self.teacher, work)]
+            argv += ["--soft-labels", _with_teacher(self.soft_labels, self.teacher, work), "--relabel", self.relabel]
         return argv
 
 

@@ -149,15 +149,64 @@ def test_cli_distill_with_teacher_and_soft_label_evaluation(teacher, tmp_path):
                                 "--out", str(out)])
     assert rerun.exit_code == 0 and "already distilled" in rerun.output  # a finished set is kept
     assert json.loads((out / "manifest.json").read_text()) == manifest
-    for extra in ([], ["--soft-labels", str(teacher.path), "--temperature", "2"]):
+    soft = ["--soft-labels", str(teacher.path), "--temperature", "2"]
+    for extra in ([], [*soft, "--relabel", "fixed"], soft):
         evaluated = runner.invoke(app, ["evaluate", str(out), "--epochs", "1", "--models", "1", "--no-compile",
                                         "--precision", "fp32", *extra])
         assert evaluated.exit_code == 0, evaluated.output
     results = json.loads((out / "evaluation.json").read_text())
-    labels = sorted(entry["labels"]["labels"] for entry in results.values())
-    assert labels == ["hard", "soft"]
-    soft = next(entry for entry in results.values() if entry["labels"]["labels"] == "soft")
-    assert soft["labels"]["temperature"] == 2.0 and soft["labels"]["teacher_sha256"] == teacher.manifest["sha256"]
+    labels = sorted((entry["labels"]["labels"], entry["labels"].get("relabel", "")) for entry in results.values())
+    assert labels == [("hard", ""), ("soft", "augmented"), ("soft", "fixed")]
+    assert [key for key in results if key.endswith("-aug")] == ["convnet3-e1-n1-s0-soft-" + teacher.manifest[
+        "sha256"][:8] + "-T2-aug"]
+    for entry in results.values():
+        if entry["labels"]["labels"] == "soft":
+            assert entry["labels"]["temperature"] == 2.0
+            assert entry["labels"]["teacher_sha256"] == teacher.manifest["sha256"]
+    bad = runner.invoke(app, ["evaluate", str(out), "--epochs", "1", *soft, "--relabel", "crops"])
+    assert bad.exit_code == 2 and "--relabel must be 'augmented' or 'fixed'" in bad.output
+    elf = runner.invoke(app, ["evaluate", str(out), "--epochs", "1", "--elf", *soft])
+    assert elf.exit_code == 2 and "add --relabel fixed" in elf.output
+
+
+def test_relabel_loss_is_the_tempered_cross_entropy_of_the_teacher():
+    from distillset.training import Relabel
+
+    teacher_logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    student_logits = torch.tensor([[0.5, 0.5, 0.0], [1.0, -1.0, 2.0]])
+    relabel = Relabel(lambda images: teacher_logits, temperature=2.0)
+    target = torch.softmax(teacher_logits / 2, dim=1)
+    by_hand = -(target * torch.log_softmax(student_logits / 2, dim=1)).sum(1).mean()
+    assert relabel.loss(student_logits, torch.zeros(2, 1, 4, 4)) == pytest.approx(float(by_hand))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        Relabel(lambda images: teacher_logits, temperature=0.0)
+
+
+def test_relabelled_training_follows_the_teacher_on_every_augmented_batch(digits):
+    """Labels all say class 1, the teacher says class 0 on whatever it sees: the student learns class 0, and the
+    teacher is shown the augmented batches, not the stored images."""
+    from distillset.nets import get_network
+    from distillset.training import EvalConfig, Relabel, train_classifier, training_identity
+
+    images = digits.train.images[:40]
+    train = type(digits.train)(images, torch.ones(40, dtype=torch.long))
+    seen = []
+
+    def teacher_logits(batch):
+        seen.append(batch.clone())
+        return torch.tensor([8.0] + [0.0] * 9).expand(len(batch), 10)
+
+    relabel = Relabel(teacher_logits, identity="constant")
+    config = EvalConfig(model="mlp", epochs=30, lr=0.05, batch_size=20, precision="fp32", compile=False)
+    net = get_network("mlp", digits.info.channels, 10, digits.info.image_size, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    assert training_identity(net, train, config, generator, relabel) != training_identity(net, train, config,
+                                                                                          generator)
+    train_classifier(net, train, config, generator=generator, device=torch.device("cpu"), relabel=relabel)
+    with torch.no_grad():
+        predictions = net.eval()(images).argmax(1)
+    assert (predictions == 0).float().mean() > 0.9
+    assert len(seen) == 2 * 31 and not any(torch.equal(batch, images[:20]) for batch in seen)
 
 
 def test_benchmark_tables_with_a_teacher_expand_into_commands():
@@ -179,7 +228,7 @@ def test_benchmark_tables_with_a_teacher_expand_into_commands():
     soft = [row for row in cfm.rows if row.evaluation.soft_labels]
     assert {row.method for row in soft} == {"cfm-teacher", "lowpass-teacher", "highpass-teacher", "dm-teacher", "dm"}
     command = list(plan.iter_commands(soft[0], "benchmarks/work"))[-1]
-    assert command.endswith(f"--soft-labels {teacher}")
+    assert command.endswith(f"--soft-labels {teacher} --relabel augmented")
     elf = tables["cross_arch_elf_teacher"]
     ablation = elf.rows[-1].evaluation
     assert ablation.name(0).endswith("-elf-feature_targetnormalized-lambda_front0-teacher")

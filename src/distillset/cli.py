@@ -365,6 +365,9 @@ def evaluate(
         "--soft-labels", metavar="TEACHER",
         help="Train on this teacher's soft labels of the images (a different protocol; docs/teachers.md).")] = None,
     temperature: Annotated[float, typer.Option(help="Soft-label temperature T: softmax(logits / T).")] = 1.0,
+    relabel: Annotated[str, typer.Option(
+        help="With --soft-labels: 'augmented' labels every augmented batch (FKD / SRe2L relabel, the decoupled "
+             "methods' protocol); 'fixed' labels the un-augmented images once.")] = "augmented",
     require_signature: Annotated[bool, typer.Option(
         "--require-signature", help="Refuse the run unless a trusted key signed it (docs/security.md).")] = False,
     trusted_key: Annotated[Optional[list[Path]], typer.Option(
@@ -389,24 +392,31 @@ def evaluate(
     count = _count(models, 5)
     splits = _load(manifest["dataset"], data_root, manifest.get("imbalance"), manifest.get("seed", 0),
                    manifest.get("bias"))
-    labels_record = None
-    if soft_labels is not None:
-        from distillset.training.teachers import load_teacher, soft_label_record, with_soft_labels
-
-        try:
-            teacher = load_teacher(soft_labels, device=_device(device))
-            if teacher.recipe.dataset != manifest["dataset"]:
-                raise ValueError(f"--soft-labels: the teacher was trained on {teacher.recipe.dataset}, the set is of "
-                                 f"{manifest['dataset']}; pass a teacher of {manifest['dataset']}")
-            synthetic = with_soft_labels(synthetic, teacher, temperature)
-        except (ArtifactError, ValueError) as exc:
-            _fail(str(exc))
-        labels_record = soft_label_record(teacher, temperature)
     records = EvaluationRecords(run)
     dev, ranks = _ranks(device, deterministic)
     precision, compile = _speed(precision, compile, dev)
     if ranks is not None and (elf or isinstance(splits, BiasedSplits)):
         _fail("ELF and biased-data evaluations are not split over processes; run them without torchrun")
+    labels_record, relabeller = None, None
+    if soft_labels is not None:
+        from distillset.training.teachers import load_teacher, soft_label_record, with_soft_labels
+
+        if relabel not in ("augmented", "fixed"):
+            _fail(f"--relabel must be 'augmented' or 'fixed' (got {relabel!r})")
+        if relabel == "augmented" and (elf or isinstance(splits, BiasedSplits)):
+            _fail("--relabel augmented is not available with ELF or biased-data evaluations; add --relabel fixed")
+        try:
+            teacher = load_teacher(soft_labels, device=_device(device))
+            if teacher.recipe.dataset != manifest["dataset"]:
+                raise ValueError(f"--soft-labels: the teacher was trained on {teacher.recipe.dataset}, the set is of "
+                                 f"{manifest['dataset']}; pass a teacher of {manifest['dataset']}")
+            if relabel == "fixed":
+                synthetic = with_soft_labels(synthetic, teacher, temperature)
+            else:
+                relabeller = teacher.relabel(temperature, precision)
+        except (ArtifactError, ValueError) as exc:
+            _fail(str(exc))
+        labels_record = soft_label_record(teacher, temperature, relabel)
     try:
         elf_config = ELFConfig(**_parse_params(elf_param, "--elf-param")) if elf else None
     except (TypeError, ValueError) as exc:
@@ -423,12 +433,13 @@ def evaluate(
         if elf_config is None:
             return evaluate_synthetic(images, splits.test, splits.info, config, device=dev,
                                       progress=ranks is None or ranks.is_writer, checkpoint_dir=checkpoint_dir,
-                                      group=ranks)
+                                      group=ranks, relabel=relabeller)
         return evaluate_elf(images, splits, config, elf_config, device=dev, progress=True)
 
     for arch in architectures:
         key = evaluation_key(arch, epochs, count, seed, elf=elf_config is not None, precision=precision, suffix=(
-            f"soft-{teacher.manifest['sha256'][:8]}-T{temperature:g}" if labels_record else ""))
+            f"soft-{teacher.manifest['sha256'][:8]}-T{temperature:g}{'-aug' if relabeller else ''}"
+            if labels_record else ""))
         label = arch + (" +ELF" if elf_config else "") + (" soft" if labels_record else "")
         finished = records.get(key)
         if finished is not None and not fair_metrics:  # a finished evaluation is reported, not trained again

@@ -23,6 +23,7 @@ from distillset.nets import get_network
 from distillset.training import (
     EvalConfig,
     ModelResult,
+    Relabel,
     TrainingCheckpoint,
     compiled,
     test_accuracy,
@@ -82,11 +83,13 @@ def evaluate_synthetic(
     extra_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     checkpoint_dir: str | Path | None = None,
     group: RankGroup | None = None,
+    relabel: Relabel | None = None,
 ) -> EvalResult:
     """Train ``config.num_models`` fresh networks on ``synthetic`` and test each on ``test``.
 
     Model ``i`` is seeded ``config.seed * 1000 + i`` (weights, batches, augmentation). ``wrap_network(net, seed)``
-    and ``extra_loss`` let an evaluation variant (ELF) change the network and the loss while staying paired.
+    and ``extra_loss`` let an evaluation variant (ELF) change the network and the loss while staying paired;
+    ``relabel`` trains on a teacher's labels of every augmented batch instead of the set's labels.
     With ``checkpoint_dir`` the evaluation is resumable: each model's training is checkpointed there
     (:class:`TrainingCheckpoint`, ``model<i>.*``), and a model tested by an earlier call is not trained again.
     Under torchrun (``group``) rank ``r`` of ``W`` trains models ``r, r + W, ...`` and every rank returns all
@@ -106,14 +109,14 @@ def evaluate_synthetic(
         net = net.to(device)
         checkpoint = None
         if checkpoint_dir is not None:
-            identity = training_identity(net, synthetic, config, generator)
+            identity = training_identity(net, synthetic, config, generator, relabel)
             checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / f"model{model_index}", identity)
         model_result = checkpoint.finished() if checkpoint is not None else None
         if model_result is None:
             start = time.perf_counter()
             forward = compiled(net, config)
             train_classifier(net, synthetic, config, generator=generator, device=device, progress=progress,
-                             forward=forward, extra_loss=extra_loss, checkpoint=checkpoint)
+                             forward=forward, extra_loss=extra_loss, checkpoint=checkpoint, relabel=relabel)
             accuracy, per_class = test_accuracy(net, test, info.num_classes, device=device, config=config,
                                                 forward=forward)
             earlier = checkpoint.earlier_seconds if checkpoint is not None else 0.0

@@ -82,11 +82,15 @@ class ModelResult:
     train_seconds: float
 
 
-def training_identity(net: nn.Module, train: ImageSet, config: EvalConfig, generator: torch.Generator) -> str:
+def training_identity(net: nn.Module, train: ImageSet, config: EvalConfig, generator: torch.Generator,
+                      relabel: Relabel | None = None) -> str:
     """A digest of everything that determines a model's training: the settings (not ``num_models``), the
-    training set, the network's initial weights and the generator's state before the first draw."""
-    digest = hashlib.sha256(json.dumps({k: v for k, v in asdict(config).items() if k != "num_models"},
-                                       sort_keys=True).encode())
+    training set, the network's initial weights, the generator's state before the first draw and the relabelling
+    teacher, if any."""
+    settings = {k: v for k, v in asdict(config).items() if k != "num_models"}
+    if relabel is not None:
+        settings["relabel"] = {"teacher": relabel.identity, "temperature": relabel.temperature}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     tensors = [train.images, train.labels, generator.get_state(), *net.state_dict().values()]
     if train.soft_labels is not None:
         tensors.append(train.soft_labels)
@@ -174,6 +178,29 @@ def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+@dataclass(frozen=True)
+class Relabel:
+    """FKD-style relabelling (SRe2L / RDED "relabel", FKD): every augmented training batch is labelled by a
+    teacher, and the student fits those labels, cross-entropy(softmax(t / T), log softmax(s / T)) (the KL
+    divergence up to the teacher's entropy) with the same temperature T for teacher t and student s.
+
+    ``teacher_logits`` maps an augmented batch to the teacher's logits; ``identity`` names the teacher (e.g. its
+    sha256) so that a checkpoint of another teacher's training is not resumed."""
+
+    teacher_logits: Callable[[Tensor], Tensor]
+    temperature: float = 1.0
+    identity: str = ""
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (got {self.temperature})")
+
+    def loss(self, student_logits: Tensor, augmented: Tensor) -> Tensor:
+        with torch.no_grad():
+            target = torch.softmax(self.teacher_logits(augmented).float() / self.temperature, dim=1)
+        return soft_cross_entropy(student_logits / self.temperature, target)
+
+
 def train_classifier(
     net: nn.Module,
     train: ImageSet,
@@ -185,11 +212,13 @@ def train_classifier(
     progress: bool = False,
     forward: Callable[[Tensor], Tensor] | None = None,
     checkpoint: TrainingCheckpoint | None = None,
+    relabel: Relabel | None = None,
 ) -> nn.Module:
     """Train ``net`` on ``train`` with the protocol's optimiser, schedule and DSA.
 
-    ``extra_loss(net, augmented_images, batch_indices)`` may add a term (used by ELF). With a ``checkpoint``
-    the training resumes from it and saves to it (state outside ``net``, e.g. in ``extra_loss``, is not kept).
+    ``extra_loss(net, augmented_images, batch_indices)`` may add a term (used by ELF). ``relabel`` replaces the
+    set's labels by a teacher's labels of every augmented batch (:class:`Relabel`). With a ``checkpoint`` the
+    training resumes from it and saves to it (state outside ``net``, e.g. in ``extra_loss``, is not kept).
     """
     started = time.perf_counter()
     images = train.images.to(device)
@@ -225,7 +254,12 @@ def train_classifier(
                 logits = forward(x)
             logits = logits.float()
             y = targets[idx]
-            loss = soft_cross_entropy(logits, y) if y.is_floating_point() else F.cross_entropy(logits, y)
+            if relabel is not None:
+                loss = relabel.loss(logits, x)
+            elif y.is_floating_point():
+                loss = soft_cross_entropy(logits, y)
+            else:
+                loss = F.cross_entropy(logits, y)
             if extra_loss is not None:
                 loss = loss + extra_loss(net, x, idx)
             if not torch.isfinite(loss):

@@ -29,9 +29,10 @@ from distillset.data.base import DatasetInfo, DatasetSplits, ImageSet
 from distillset.io import ArtifactError, atomic_save_tensors, atomic_write_json, sha256_file
 from distillset.nets import get_network
 from distillset.nets.base import StagedNetwork
-from distillset.runtime import resolve_precision, runtime_record
+from distillset.runtime import precision_autocast, resolve_precision, runtime_record
 from distillset.training.classifier import (
     EvalConfig,
+    Relabel,
     TrainingCheckpoint,
     compiled,
     test_accuracy,
@@ -108,6 +109,19 @@ class Teacher:
         device = next(self.net.parameters()).device
         return torch.cat([self.net(images[i : i + batch_size].to(device)).float().cpu()
                           for i in range(0, len(images), batch_size)])
+
+    def relabel(self, temperature: float = 1.0, precision: str = "auto") -> Relabel:
+        """FKD-style relabelling by this teacher (its logits of every augmented training batch, under the
+        evaluation's ``precision``)."""
+        device = next(self.net.parameters()).device
+        resolved = resolve_precision(precision, device)
+
+        def teacher_logits(images: Tensor) -> Tensor:  # Relabel.loss calls it without autograd
+            self.net.eval()
+            with precision_autocast(device, resolved):
+                return self.net(images).float()
+
+        return Relabel(teacher_logits, temperature, identity=self.manifest["sha256"])
 
     def soft_labels(self, images: Tensor, temperature: float = 1.0) -> Tensor:
         """softmax(logits / T): the teacher's class probabilities (soft-label evaluation, FKD-style relabel)."""
@@ -252,7 +266,8 @@ def with_soft_labels(synthetic: ImageSet, teacher: Teacher, temperature: float =
     return ImageSet(synthetic.images, synthetic.labels, teacher.soft_labels(synthetic.images, temperature))
 
 
-def soft_label_record(teacher: Teacher, temperature: float) -> dict[str, Any]:
-    """What an evaluation with a teacher's soft labels records (every table labels its rows with it)."""
+def soft_label_record(teacher: Teacher, temperature: float, relabel: str = "fixed") -> dict[str, Any]:
+    """What an evaluation with a teacher's soft labels records (every table labels its rows with it);
+    ``relabel``: ``fixed`` (labels of the un-augmented images) or ``augmented`` (every augmented batch)."""
     return {"labels": "soft", "teacher": str(teacher.path), "teacher_sha256": teacher.manifest["sha256"],
-            "teacher_test_accuracy": teacher.test_accuracy, "temperature": temperature}
+            "teacher_test_accuracy": teacher.test_accuracy, "temperature": temperature, "relabel": relabel}
