@@ -106,13 +106,16 @@ def small_simulations(sizes: list[int], repetitions: int) -> list[dict[str, Any]
         "linear-6d": (6, lambda X: 1 + X @ np.linspace(1.0, 0.2, 6)),
         "sinc": (1, lambda X: np.sinc(1.5 * X[:, 0])),
     }
+    scaled = {"noise_scaled_C": True}  # the (ε, σ) rules are compared with the penalty of eq. (5) throughout
     methods = {
         "first version": None,
         "descent, 5-fold": lambda seed: WorkingLikelihoodSVR(
-            min_outside_count=0, small_sample_loo=False, random_state=seed
+            min_outside_count=0, small_sample_loo=False, random_state=seed, **scaled
         ),
-        "descent + count, 5-fold": lambda seed: WorkingLikelihoodSVR(small_sample_loo=False, random_state=seed),
-        "now: descent + count + LOO": lambda seed: WorkingLikelihoodSVR(random_state=seed),
+        "descent + count, 5-fold": lambda seed: WorkingLikelihoodSVR(
+            small_sample_loo=False, random_state=seed, **scaled
+        ),
+        "now: descent + count + LOO": lambda seed: WorkingLikelihoodSVR(random_state=seed, **scaled),
         "svr_default": lambda seed: METHODS["svr_default"](seed),
     }
     table = []

@@ -4,7 +4,8 @@ SVR with ε = 0.1 and with ε chosen by 5-fold cross-validation (the methods of 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/svr_real.py
 
 Each data set is split ``--splits`` times at random into 75% training / 25% test; the RMSE is on the test
-responses, in the units of y. Resumable: finished data sets are cached in benchmarks/work/svr_real/ (git-ignored).
+responses, in the units of y. Resumable: finished data sets are cached in benchmarks/work/svr_real/ (git-ignored),
+keyed by the methods' parameters and distillset/svr's source (``svr_simulations.methods_tag``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from svr_simulations import (
     comparison_line,
     comparison_summary,
     measure,
+    methods_tag,
     summarise,
 )
 
@@ -83,8 +85,9 @@ def main() -> None:
     datasets_rows: list[list[dict[str, Any]]] = []
     table: list[dict[str, Any]] = []
     compute_seconds = 0.0
+    tag = methods_tag()
     for name in args.datasets:
-        key = f"{name}-s{args.splits}"
+        key = f"{name}-s{args.splits}-{tag}"
         cell = cells.get(key)
         if cell is None:
             start = time.perf_counter()

@@ -6,7 +6,8 @@ with the LIBSVM default ε = 0.1 and with ε chosen by 5-fold cross-validation.
 Grid: regression function (linear, sinc) × noise (ε-Laplacian with ε = 1, normal, uniform; all scaled to the
 same standard deviation) × noise sd × training size, with ``--repetitions`` fresh data sets per cell. The RMSE
 is measured against the noise-free regression function on 2000 test points. Resumable: finished cells are
-cached in benchmarks/work/svr_simulations/ (git-ignored) and skipped on rerun.
+cached in benchmarks/work/svr_simulations/ (git-ignored) and skipped on rerun; the cell key carries a hash of
+the methods' parameters and of distillset/svr's source (``methods_tag``), so a changed estimator recomputes.
 
 The compared methods (``METHODS``) and the per-fit measurement (``measure``) are reused by svr_real.py.
 """
@@ -18,6 +19,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
+import distillset.svr
 from common import ROOT, Cells, command_line, markdown_table, mean_std, write_results
 from distillset.svr import SmallSampleWarning, WorkingLikelihoodSVR, epsilon_laplace
 
@@ -49,7 +52,7 @@ def _cv_epsilon_svr(seed: int) -> GridSearchCV:
     return GridSearchCV(_standardised_svr(), grid, cv=folds, scoring="neg_mean_squared_error")
 
 
-def _working_likelihood_svr(noise_scaled_C: bool) -> Callable[[int], Pipeline]:
+def _working_likelihood_svr(noise_scaled_C: bool | str) -> Callable[[int], Pipeline]:
     return lambda seed: make_pipeline(
         StandardScaler(), WorkingLikelihoodSVR(C=1.0, noise_scaled_C=noise_scaled_C, random_state=seed)
     )
@@ -58,15 +61,25 @@ def _working_likelihood_svr(noise_scaled_C: bool) -> Callable[[int], Pipeline]:
 METHODS: dict[str, Callable[[int], RegressorMixin]] = {
     "svr_default": lambda seed: _standardised_svr(0.1),
     "svr_cv_epsilon": _cv_epsilon_svr,
-    "wl_svr": _working_likelihood_svr(noise_scaled_C=True),
-    "wl_svr_fixed_C": _working_likelihood_svr(noise_scaled_C=False),
+    "wl_svr": _working_likelihood_svr(noise_scaled_C="auto"),  # the estimator's default
+    "wl_svr_scaled_C": _working_likelihood_svr(noise_scaled_C=True),  # ablation: always C/σ (eq. 5)
+    "wl_svr_fixed_C": _working_likelihood_svr(noise_scaled_C=False),  # ablation: always C, own (ε, σ) loop
 }
+
+
+def methods_tag() -> str:
+    """Short hash of every method's parameters and of the estimator's source: part of each cell key, so cells
+    computed with other settings or another version of distillset.svr are not reused."""
+    parts = [f"{name}:{sorted(make(0).get_params(deep=True).items())!r}" for name, make in METHODS.items()]
+    sources = sorted((Path(distillset.svr.__file__).parent).glob("*.py"))
+    digest = zlib.crc32("\n".join(parts).encode() + b"".join(path.read_bytes() for path in sources))
+    return f"{digest:08x}"
 
 
 def measure(
     method: str, seed: int, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray
 ) -> dict[str, float]:
-    """Fit one method; test RMSE, single-thread CPU seconds of ``fit``, and (ε̂, σ̂) for the WL-SVR."""
+    """Fit one method; test RMSE, single-thread CPU seconds of ``fit``, and (ε̂, σ̂, penalty) for the WL-SVR."""
     model = METHODS[method](seed)
     start = time.process_time()
     with warnings.catch_warnings():
@@ -77,7 +90,10 @@ def measure(
         "rmse": float(np.sqrt(np.mean((model.predict(X_test) - y_test) ** 2))),
     }
     if isinstance(model, Pipeline) and isinstance(model[-1], WorkingLikelihoodSVR):
-        record.update(epsilon_hat=model[-1].epsilon_, sigma_hat=model[-1].sigma_, n_iter=model[-1].n_iter_)
+        wl = model[-1]
+        record.update(
+            epsilon_hat=wl.epsilon_, sigma_hat=wl.sigma_, n_iter=wl.n_iter_, noise_scaled_C=float(wl.noise_scaled_C_)
+        )
     return record
 
 
@@ -92,7 +108,7 @@ def summarise(per_rep: dict[str, list[dict[str, float]]], base: dict[str, Any]) 
         extra["rmse_ratio_to_cv_mean"] = round(float(np.mean(rmse / cv_rmse)), 4)
         extra["win_rate_vs_cv"] = round(float(np.mean(rmse <= cv_rmse)), 3)
         if "epsilon_hat" in records[0]:
-            for key in ("epsilon_hat", "sigma_hat", "n_iter"):
+            for key in ("epsilon_hat", "sigma_hat", "n_iter", "noise_scaled_C"):
                 extra[f"{key}_mean"] = round(float(np.mean([r[key] for r in records])), 4)
             extra["n_iter_max"] = int(max(r["n_iter"] for r in records))
             extra["max_iter"] = METHODS[method](0)[-1].max_iter
@@ -154,12 +170,14 @@ COMPARISON_COLUMNS = [
     "WL ≤ CV",
     "ε̂",
     "n_iter",
+    "C/σ̂ kept",
     *[f"ms {m}" for m in METHODS],
 ]
 COMPARISON_NOTE = (
     "`WL/CV RMSE` is the mean per-repetition (per-split) ratio wl_svr / svr_cv_epsilon, `WL ≤ CV` the fraction of "
     "repetitions where wl_svr is at least as accurate, ε̂ the mean estimated standardised insensitivity, `n_iter` "
-    f"the mean (max) number of (ε, σ) estimates of wl_svr (max_iter = {WorkingLikelihoodSVR().max_iter}); `ms` are "
+    f"the mean (max) number of (ε, σ) estimates of wl_svr (max_iter = {WorkingLikelihoodSVR().max_iter}), `C/σ̂ kept` "
+    "the fraction of wl_svr fits whose cross-validated penalty choice kept C/σ̂ (eq. 5) rather than C; `ms` are "
     "single-thread CPU milliseconds per fit, including the CV search or the cross-fitted residuals."
 )
 
@@ -179,6 +197,7 @@ def comparison_line(cell_rows: list[dict[str, Any]], digits: int = 4) -> dict[st
             "WL ≤ CV": f"{wl['win_rate_vs_cv']:.2f}",
             "ε̂": f"{wl['epsilon_hat_mean']:.2f}",
             "n_iter": f"{wl['n_iter_mean']:.1f} ({wl['n_iter_max']})",
+            "C/σ̂ kept": f"{wl['noise_scaled_C_mean']:.2f}",
         }
     )
     return line
@@ -215,11 +234,12 @@ def main() -> None:
     cells_rows: list[list[dict[str, Any]]] = []
     table: list[dict[str, Any]] = []
     compute_seconds = 0.0
+    tag = methods_tag()
     for function in args.functions:
         for noise_kind in args.noises:
             for sd in args.noise_sds:
                 for n_train in args.sizes:
-                    key = f"{function}-{noise_kind}-sd{sd}-n{n_train}-r{args.repetitions}"
+                    key = f"{function}-{noise_kind}-sd{sd}-n{n_train}-r{args.repetitions}-{tag}"
                     cell = cells.get(key)
                     if cell is None:
                         start = time.perf_counter()

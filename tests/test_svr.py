@@ -179,12 +179,59 @@ def _sinc_data(n: int = 120, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
 
 def test_final_svr_uses_the_estimated_tube_and_noise_scaled_penalty() -> None:
     X, y = _sinc_data()
-    scaled = WorkingLikelihoodSVR(C=2.0, random_state=0).fit(X, y)
+    scaled = WorkingLikelihoodSVR(C=2.0, noise_scaled_C=True, random_state=0).fit(X, y)
     sigma_standardised = scaled.sigma_ / scaled.y_scale_
     assert scaled.svr_.epsilon == pytest.approx(scaled.epsilon_ * sigma_standardised)
     assert pytest.approx(2.0 / sigma_standardised) == scaled.svr_.C
+    assert (scaled.noise_scaled_C_, scaled.penalty_cv_mse_) == (True, None)
     fixed = WorkingLikelihoodSVR(C=2.0, noise_scaled_C=False, random_state=0).fit(X, y)
     assert fixed.svr_.C == 2.0
+    assert (fixed.noise_scaled_C_, fixed.penalty_cv_mse_) == (False, None)
+
+
+def _low_noise_sinc() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-3, 3, size=(120, 1))
+    return X, np.sinc(X[:, 0]) + 0.05 * rng.normal(size=120)
+
+
+def _weak_signal_in_8_features() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(100, 8))
+    return X, 0.5 * X[:, 0] + rng.normal(size=100)
+
+
+@pytest.mark.parametrize(("data", "keeps_scaled"), [(_low_noise_sinc, True), (_weak_signal_in_8_features, False)])
+def test_auto_penalty_keeps_the_smaller_cross_validated_squared_error(data, keeps_scaled: bool) -> None:
+    # eq. (7): with the kept (ε, σ) and the loop's folds, the out-of-fold MSE of SVR(C/σ) and of SVR(C), recomputed
+    # here; the smaller one decides. Sinc with noise sd 0.05 (σ ≈ 0.17 sd of y): C/σ ≈ 6 follows the curve and
+    # halves the error of C = 1. A weak linear signal among 8 features (σ ≈ 0.6): C/σ over-fits the noise and
+    # C = 1 is kept (0.898 vs 0.932).
+    X, y = data()
+    model = WorkingLikelihoodSVR(random_state=0).fit(X, y)
+    kept = next(e for e in model.estimates_ if (e.epsilon, e.sigma * model.y_scale_) == (model.epsilon_, model.sigma_))
+    y_standardised = (y - model.y_mean_) / model.y_scale_
+    folds = KFold(n_splits=model.cv, shuffle=True, random_state=0)
+    mse = {
+        name: np.mean((y_standardised - cross_val_predict(model._svr(kept, scaled), X, y_standardised, cv=folds)) ** 2)
+        for name, scaled in (("C/sigma", True), ("C", False))
+    }
+    assert model.penalty_cv_mse_ == pytest.approx(mse)
+    assert model.noise_scaled_C_ is keeps_scaled
+    assert bool(mse["C/sigma"] <= mse["C"]) is keeps_scaled
+    assert model.svr_.C == pytest.approx(1.0 / kept.sigma if keeps_scaled else 1.0)
+    assert (mse["C/sigma"] < 0.5 * mse["C"]) if keeps_scaled else (mse["C"] < 0.97 * mse["C/sigma"])
+    # the choice comes after the (ε, σ) loop, which runs with C/σ as for noise_scaled_C=True: same estimates
+    scaled = WorkingLikelihoodSVR(noise_scaled_C=True, random_state=0).fit(X, y)
+    assert (scaled.epsilon_, scaled.sigma_, scaled.n_iter_) == (model.epsilon_, model.sigma_, model.n_iter_)
+    same_predictions = np.allclose(model.predict(X), scaled.predict(X))
+    assert same_predictions is keeps_scaled
+
+
+def test_noise_scaled_C_is_validated() -> None:
+    X, y = _sinc_data()
+    with pytest.raises(ValueError, match="noise_scaled_C must be True, False or 'auto'"):
+        WorkingLikelihoodSVR(noise_scaled_C="yes").fit(X, y)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

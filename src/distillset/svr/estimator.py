@@ -8,7 +8,9 @@ Algorithm (docs/svr.md, section "Algorithm"; a reconstruction, the paper's secti
 4. score the estimate by its cross-validated working loss J = G(ε, σ; cross-fitted residuals of the SVR of
    eq. (5) with that (ε, σ)) / n (eq. 6), and estimate again from those residuals (step 3); stop at the first
    estimate that lowers J by less than ``tol`` and keep the one before it, or after ``max_iter`` estimates;
-5. fit the SVR of eq. (5) with the kept estimate on all samples.
+5. penalty (``noise_scaled_C="auto"``): with the kept (ε, σ), cross-fit the SVR once more with C instead of C/σ
+   on the same folds and keep whichever penalty has the smaller out-of-fold squared error (eq. 7);
+6. fit the SVR with the kept estimate and penalty on all samples.
 
 eq. (5): minimise ½‖w‖² + C Σ_i |(y_i - f(x_i)) / σ|_ε with y, f in units of s_y, i.e. the loss is the
 negative working log-likelihood of the noise-standardised residuals and the prior is LIBSVM's (C on the
@@ -48,8 +50,9 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
     ----------
     C : penalty of eq. (5) on the standardised response (LIBSVM's default scale, C = 1).
     kernel, degree, gamma, coef0 : passed to :class:`sklearn.svm.SVR`.
-    noise_scaled_C : if True (default) the loss is divided by σ as eq. (5) says, i.e. SVR(C=C/σ);
-        if False the SVR keeps C on the standardised response and only the tube εσ is data-driven.
+    noise_scaled_C : True: the loss is divided by σ as eq. (5) says, i.e. SVR(C=C/σ); False: the SVR keeps C on
+        the standardised response and only the tube εσ is data-driven; "auto" (default): the (ε, σ) loop runs
+        with C/σ, then the penalty with the smaller cross-validated squared error (eq. 7) is kept.
     cv : number of folds of the cross-fitted residuals (out-of-fold residuals are not shrunk by the tube).
     small_sample_loo : below ``SMALL_SAMPLE_SIZE`` samples cross-fit leave-one-out instead of ``cv`` folds, so
         each residual comes from a fit on n - 1 samples, the closest to the final fit on n (docs/svr.md).
@@ -70,6 +73,9 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
     estimates_ : every estimate made, in units of the standardised response (``at_bound``: the outside-residual
         bound, not the likelihood, set the tube).
     loss_curve_ : J (eq. 6) of each estimate, nats per sample.
+    noise_scaled_C_ : whether the final SVR uses C/σ (True) or C (False).
+    penalty_cv_mse_ : with ``noise_scaled_C="auto"``, the out-of-fold mean squared errors (standardised response)
+        of the kept estimate's SVR with C/σ and with C, keys ``"C/sigma"`` and ``"C"`` (eq. 7); else None.
     svr_ : the final :class:`sklearn.svm.SVR`, fitted on the standardised response.
     y_mean_, y_scale_ : mean and standard deviation s_y used to standardise y.
     """
@@ -81,7 +87,7 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         degree: int = 3,
         gamma: str | float = "scale",
         coef0: float = 0.0,
-        noise_scaled_C: bool = True,
+        noise_scaled_C: bool | str = "auto",
         cv: int = 5,
         small_sample_loo: bool = True,
         max_iter: int = 20,
@@ -107,6 +113,8 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
     def _check_params(self) -> None:
         if not (isinstance(self.C, numbers.Real) and self.C > 0):
             raise ValueError(f"C must be a positive number, got {self.C!r}")
+        if not (isinstance(self.noise_scaled_C, bool) or self.noise_scaled_C == "auto"):
+            raise ValueError(f"noise_scaled_C must be True, False or 'auto', got {self.noise_scaled_C!r}")
         if not (isinstance(self.cv, numbers.Integral) and self.cv >= 2):
             raise ValueError(f"cv must be an integer >= 2 (number of folds), got {self.cv!r}")
         if not (isinstance(self.max_iter, numbers.Integral) and self.max_iter >= 1):
@@ -119,11 +127,12 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
                 f"got {self.min_outside_count!r}"
             )
 
-    def _svr(self, estimate: NoiseEstimate | None) -> SVR:
-        """The SVR of eq. (5) on the standardised response; ``None`` gives the ε = 0 pilot."""
+    def _svr(self, estimate: NoiseEstimate | None, noise_scaled_C: bool = True) -> SVR:
+        """The SVR of eq. (5) (C/σ) or with the plain penalty C, on the standardised response; ``None`` gives the
+        ε = 0 pilot."""
         if estimate is None:
             return SVR(C=self.C, epsilon=0.0, **self._kernel_params())
-        penalty = self.C / estimate.sigma if self.noise_scaled_C else self.C
+        penalty = self.C / estimate.sigma if noise_scaled_C else self.C
         return SVR(C=penalty, epsilon=estimate.epsilon * estimate.sigma, **self._kernel_params())
 
     def _kernel_params(self) -> dict:
@@ -167,23 +176,27 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         else:
             folds = KFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
 
-        def residuals(estimate: NoiseEstimate | None) -> NDArray[np.float64]:
-            return y_standardised - cross_val_predict(self._svr(estimate), X, y_standardised, cv=folds)
+        loop_scaled = self.noise_scaled_C is not False  # "auto" runs the (ε, σ) loop with eq. (5)
+
+        def residuals(estimate: NoiseEstimate | None, noise_scaled_C: bool = loop_scaled) -> NDArray[np.float64]:
+            svr = self._svr(estimate, noise_scaled_C)
+            return y_standardised - cross_val_predict(svr, X, y_standardised, cv=folds)
 
         def estimate_from(r: NDArray[np.float64]) -> NoiseEstimate:
             return fit_working_likelihood(r, self.min_outside_fraction, self.min_outside_count)
 
         estimates = [estimate_from(residuals(None))]
+        scored: list[NDArray[np.float64]] = []  # cross-fitted residuals of each estimate's SVR
         losses: list[float] = []
         while True:
             current = estimates[-1]
-            r = residuals(current)
-            losses.append(working_likelihood_loss(r, current.epsilon, current.sigma) / n_samples)  # eq. (6)
+            scored.append(residuals(current))
+            losses.append(working_likelihood_loss(scored[-1], current.epsilon, current.sigma) / n_samples)  # eq. (6)
             if len(losses) >= 2 and losses[-1] > losses[-2] - self.tol:
-                kept, self.converged_ = estimates[-2], True
+                kept_at, self.converged_ = len(estimates) - 2, True
                 break
             if len(estimates) == self.max_iter:
-                kept, self.converged_ = current, False
+                kept_at, self.converged_ = len(estimates) - 1, False
                 warnings.warn(
                     f"stopped at max_iter={self.max_iter} (epsilon, sigma) estimates before the cross-validated "
                     "working loss stopped improving; increase max_iter or tol",
@@ -191,14 +204,24 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
                     stacklevel=2,
                 )
                 break
-            estimates.append(estimate_from(r))
+            estimates.append(estimate_from(scored[-1]))
 
+        kept = estimates[kept_at]
         self.n_iter_ = len(estimates)
         self.estimates_ = estimates
         self.loss_curve_ = losses
         self.epsilon_ = kept.epsilon
         self.sigma_ = kept.sigma * self.y_scale_
-        self.svr_ = self._svr(kept).fit(X, y_standardised)
+        if self.noise_scaled_C == "auto":  # eq. (7): same folds, same (ε, σ), the two penalties
+            self.penalty_cv_mse_ = {
+                "C/sigma": float(np.mean(scored[kept_at] ** 2)),
+                "C": float(np.mean(residuals(kept, noise_scaled_C=False) ** 2)),
+            }
+            self.noise_scaled_C_ = self.penalty_cv_mse_["C/sigma"] <= self.penalty_cv_mse_["C"]
+        else:
+            self.penalty_cv_mse_ = None
+            self.noise_scaled_C_ = self.noise_scaled_C
+        self.svr_ = self._svr(kept, self.noise_scaled_C_).fit(X, y_standardised)
         return self
 
     def predict(self, X: ArrayLike) -> NDArray[np.float64]:
