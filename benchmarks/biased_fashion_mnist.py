@@ -70,10 +70,10 @@ def kde_params(items: list[str]) -> dict[str, Any]:
     return parse_key_values(items)
 
 
-def scale_key(args: argparse.Namespace, evaluation: bool = True) -> str:
-    """The scale in a cell's key: distillation settings, and (``evaluation``) epochs and models."""
+def scale_key(args: argparse.Namespace, evaluation: bool = True, models: bool = True) -> str:
+    """The scale in a cell's key: distillation settings, and (``evaluation``) epochs and (``models``) models."""
     kde = "".join(f"-{item}" for item in sorted(args.kde))
-    evaluated = f"-e{args.epochs}-n{args.models}" if evaluation else ""
+    evaluated = f"-e{args.epochs}" + (f"-n{args.models}" if models else "") if evaluation else ""
     return f"it{args.iterations}-b{args.batch_real}{evaluated}-s{args.severity}{kde}"
 
 
@@ -83,7 +83,9 @@ def evaluate_row(cells: Cells, key: str, synthetic, splits: BiasedSplits, args: 
         return
     config = EvalConfig(epochs=args.epochs, num_models=args.models, precision=args.precision)
     start = time.perf_counter()
-    result = evaluate_biased(synthetic, splits, config, checkpoint_dir=args.work / "eval" / key)
+    # tested models are kept per set and scale, not per model count: a row with more models reuses them
+    models = args.work / "eval" / f"ipc{ipc}-rho{rho}-{method}-{scale_key(args, models=False)}"
+    result = evaluate_biased(synthetic, splits, config, checkpoint_dir=models)
     summary = result.to_dict()
     row = {
         "dataset": DATASET, "method": method, "ipc": ipc, "model": "convnet3", "metric": "accuracy",

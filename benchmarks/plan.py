@@ -49,6 +49,7 @@ class TeacherSpec:
     epochs: int = 20
     dsa: bool = True
     precision: str = "fp32"
+    compile: bool = True  # not part of the recipe (same weights up to rounding), recorded in the teacher's runtime
     width: int | None = None
     seed: int = 0
 
@@ -60,8 +61,8 @@ class TeacherSpec:
 
     def argv(self, work: str) -> list[str]:
         argv = ["distillset", "teacher", "train", "--dataset", self.dataset, "--model", self.model, "--epochs",
-                str(self.epochs), "--dsa" if self.dsa else "--no-dsa", "--precision", self.precision, "--no-compile",
-                "--seed", str(self.seed), "--out", f"{work}/{self.path}"]
+                str(self.epochs), "--dsa" if self.dsa else "--no-dsa", "--precision", self.precision,
+                *([] if self.compile else ["--no-compile"]), "--seed", str(self.seed), "--out", f"{work}/{self.path}"]
         return argv + (["--width", str(self.width)] if self.width else [])
 
 
