@@ -161,12 +161,24 @@ def test_cli_distill_with_teacher_and_soft_label_evaluation(teacher, tmp_path):
         "sha256"][:8] + "-T2-aug"]
     for entry in results.values():
         if entry["labels"]["labels"] == "soft":
+            assert 0.0 < entry["labels"]["normalized_entropy"] < 1.0
             assert entry["labels"]["temperature"] == 2.0
             assert entry["labels"]["teacher_sha256"] == teacher.manifest["sha256"]
+    flat = runner.invoke(app, ["evaluate", str(out), "--epochs", "1", "--models", "1", "--no-compile", "--precision",
+                               "fp32", "--soft-labels", str(teacher.path), "--temperature", "1000"])
+    assert flat.exit_code == 0 and "nearly uniform" in flat.output  # T = 1000 flattens any teacher's labels
     bad = runner.invoke(app, ["evaluate", str(out), "--epochs", "1", *soft, "--relabel", "crops"])
     assert bad.exit_code == 2 and "--relabel must be 'augmented' or 'fixed'" in bad.output
     elf = runner.invoke(app, ["evaluate", str(out), "--epochs", "1", "--elf", *soft])
     assert elf.exit_code == 2 and "add --relabel fixed" in elf.output
+
+
+def test_normalized_entropy_of_soft_labels():
+    from distillset.training.teachers import normalized_entropy
+
+    assert normalized_entropy(torch.eye(4)) == pytest.approx(0.0)
+    assert normalized_entropy(torch.full((3, 4), 0.25)) == pytest.approx(1.0)
+    assert normalized_entropy(torch.tensor([[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])) == pytest.approx(0.25)
 
 
 def test_relabel_loss_is_the_tempered_cross_entropy_of_the_teacher():

@@ -416,7 +416,11 @@ def evaluate(
                 relabeller = teacher.relabel(temperature, precision)
         except (ArtifactError, ValueError) as exc:
             _fail(str(exc))
-        labels_record = soft_label_record(teacher, temperature, relabel)
+        labels_record = soft_label_record(teacher, synthetic.images, temperature, relabel)
+        if labels_record["normalized_entropy"] > 0.9:
+            typer.echo(f"warning: the teacher's labels of these images are nearly uniform (entropy "
+                       f"{labels_record['normalized_entropy']:.2f} of the maximum); they carry little class "
+                       "information: train the teacher longer or lower --temperature", err=True)
     try:
         elf_config = ELFConfig(**_parse_params(elf_param, "--elf-param")) if elf else None
     except (TypeError, ValueError) as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -266,8 +267,17 @@ def with_soft_labels(synthetic: ImageSet, teacher: Teacher, temperature: float =
     return ImageSet(synthetic.images, synthetic.labels, teacher.soft_labels(synthetic.images, temperature))
 
 
-def soft_label_record(teacher: Teacher, temperature: float, relabel: str = "fixed") -> dict[str, Any]:
-    """What an evaluation with a teacher's soft labels records (every table labels its rows with it);
-    ``relabel``: ``fixed`` (labels of the un-augmented images) or ``augmented`` (every augmented batch)."""
+def normalized_entropy(probabilities: Tensor) -> float:
+    """Mean entropy of the rows of ``probabilities`` divided by log(C): 0 for one-hot labels, 1 for uniform ones
+    (soft labels near 1 carry almost no class information)."""
+    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=1)
+    return float(entropy.mean() / math.log(probabilities.shape[1]))
+
+
+def soft_label_record(teacher: Teacher, images: Tensor, temperature: float, relabel: str = "fixed") -> dict[str, Any]:
+    """What an evaluation with a teacher's soft labels of ``images`` records (every table labels its rows with
+    it); ``relabel``: ``fixed`` (labels of the un-augmented images) or ``augmented`` (every augmented batch).
+    ``normalized_entropy`` is that of the teacher's labels of the un-augmented images."""
     return {"labels": "soft", "teacher": str(teacher.path), "teacher_sha256": teacher.manifest["sha256"],
-            "teacher_test_accuracy": teacher.test_accuracy, "temperature": temperature, "relabel": relabel}
+            "teacher_test_accuracy": teacher.test_accuracy, "temperature": temperature, "relabel": relabel,
+            "normalized_entropy": round(normalized_entropy(teacher.soft_labels(images, temperature)), 4)}
