@@ -173,6 +173,9 @@ def coreset(
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/coreset"),
     imbalance: Annotated[Optional[float], typer.Option(help="Imbalance ratio for *-lt datasets.")] = None,
     feature_epochs: Annotated[int, typer.Option(help="Epochs of the real-data feature network.")] = 3,
+    teacher: Annotated[Optional[Path], typer.Option(
+        help="Teacher folder (`distillset teacher train`, same dataset): its embedding gives the features instead "
+             "of a feature network trained for --feature-epochs (docs/coreset.md).")] = None,
     precision: Precision = "auto",
     compile: Compile = None,
     seed: Seed = 0,
@@ -181,18 +184,23 @@ def coreset(
 ) -> None:
     """Select a coreset of real images and save it as a run."""
     from distillset.coreset import select_coreset
+    from distillset.training.teachers import teacher_of, teacher_record
 
     dev = _device(device)
     precision, compile = _speed(precision, compile, dev)
     splits = _load(dataset, data_root, imbalance, seed)
     start = time.perf_counter()
     try:
-        subset = select_coreset(splits, method, ipc, seed=seed, feature_epochs=feature_epochs, device=dev,
-                                progress=True, precision=precision, compile=compile)
-    except (UnknownNameError, ValueError) as exc:
+        loaded = teacher_of(teacher, splits.info, use="coreset --teacher", device=dev) if teacher else None
+        subset = select_coreset(splits, method, ipc, seed=seed, feature_epochs=feature_epochs, teacher=loaded,
+                                device=dev, progress=True, precision=precision, compile=compile)
+    except (UnknownNameError, ValueError, ArtifactError) as exc:
         _fail(str(exc))
     config = {"method": method, "feature_model": "convnet3", "feature_epochs": feature_epochs, "imbalance": imbalance}
-    if method != "random":  # the feature network's training settings
+    if loaded is not None:  # the teacher's network gives the features
+        config.update(feature_model=loaded.recipe.model, feature_epochs=loaded.recipe.epochs,
+                      teacher=teacher_record(loaded))
+    elif method != "random":  # the feature network's training settings
         config.update(feature_precision=precision, feature_compile=compile)
     save_run(out, subset, method=method, dataset=dataset, ipc=ipc, seed=seed, config=config,
              wall_seconds=time.perf_counter() - start,
@@ -234,6 +242,9 @@ def distill(
     prune_rule: Annotated[
         str, typer.Option(help="Pruning rule: hyperbolic (most central), hyperbolic-spread or random.")
     ] = "hyperbolic",
+    prune_teacher: Annotated[Optional[Path], typer.Option(
+        help="Teacher folder (same dataset) whose embedding scores the hyperbolic pruning instead of random "
+             "networks (docs/hdd.md).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint interval (iterations).")] = 100,
     checkpoint_minutes: Annotated[float, typer.Option(help="Also checkpoint after this many minutes (0 = off).")] = 10,
     eval_every: Annotated[int, typer.Option(help="Quick evaluation every N iterations (0 = never).")] = 0,
@@ -260,6 +271,7 @@ def distill(
     """Distil a synthetic set (resumable; Ctrl-C or SIGTERM saves a checkpoint). Under torchrun the classes are
     split over the processes and rank 0 writes the one result (docs/scale-out.md)."""
     from distillset.engine import Distiller, config_for_method, run_together
+    from distillset.engine.debias import debias_teacher_record
 
     methods = [name.strip() for name in method.split(",") if name.strip()]
     if not methods or len(set(methods)) != len(methods):
@@ -298,9 +310,13 @@ def distill(
         from distillset.coreset.prune import prune_pool
 
         try:
-            real, prune_info = prune_pool(splits.train, splits.info, prune_ratio, prune_rule, seed=seed, device=dev)
-        except ValueError as exc:
+            real, prune_info = prune_pool(splits.train, splits.info, prune_ratio, prune_rule, teacher=prune_teacher,
+                                          seed=seed, device=dev)
+        except (ValueError, ArtifactError) as exc:
             _fail(str(exc))
+    elif prune_teacher is not None:
+        _fail("--prune-teacher scores the pruning: add --prune-ratio (and --prune-rule hyperbolic or "
+              "hyperbolic-spread)")
     real, cached = _real_images(real, cache, group)
     evaluate = None
     if eval_every:
@@ -322,9 +338,10 @@ def distill(
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: checkpoint saved in {out}; continue with the same command plus --resume", err=True)
         raise typer.Exit(code=130) from None
-    except (CheckpointMismatchError, FloatingPointError, ValueError, TypeError) as exc:
+    except (CheckpointMismatchError, ArtifactError, FloatingPointError, ValueError, TypeError) as exc:
         _fail(str(exc))
     together = {"distilled_with": methods} if len(methods) > 1 else {}
+    debias_teacher = debias_teacher_record(configs[0].debias, configs[0].debias_params)  # shared by the runs
     if group is not None:
         together["processes"] = group.world_size
     for name, run_dir, distiller, synthetic in zip(methods, outs, distillers, sets, strict=True):
@@ -335,6 +352,7 @@ def distill(
                  extra={"kind": "distilled", "imbalance": imbalance, "prune": prune_info,
                         "session_seconds": round(time.perf_counter() - start, 3), **together,
                         **({"bias": bias} if bias is not None else {}),
+                        **({"debias_teacher": debias_teacher} if debias_teacher else {}),
                         "runtime": runtime_record(dev, distiller.config.real_precision, distiller.config.compile)})
         typer.echo(f"saved {len(synthetic)} images to {run_dir}")
 
@@ -756,8 +774,12 @@ def teacher_train(
     data_root: DataRoot = None,
 ) -> None:
     """Train a teacher on the whole training split (resumable: rerun the same command), or show the stored one."""
+    from distillset.data.registry import DATASETS
     from distillset.training.teachers import make_recipe, train_teacher
 
+    if dataset in DATASETS and DATASETS.get(dataset).bias:
+        _fail(f"'{dataset}' is biased and a teacher's recipe does not record the bias ratio, so `teacher train` "
+              "takes none: train a teacher of a biased set in Python, one folder per bias ratio (docs/biased.md)")
     dev = _device(device)
     precision, compile = _speed(precision, compile, dev)
     splits = _load(dataset, data_root, None, seed)
@@ -882,6 +904,9 @@ def attack_dark(
     trajectory_points: Annotated[int, typer.Option(help="Trajectory points 0..N (paper code: 10).")] = 10,
     match_steps: Annotated[int, typer.Option(help="Image updates per point (paper code: 101).")] = 101,
     width: Annotated[Optional[int], typer.Option(help="Width of the attacker's ConvNets (default 128).")] = None,
+    proxy_teacher: Annotated[Optional[Path], typer.Option(
+        help="Teacher folder (same dataset) used as the attacker's proxy instead of a network trained on the set: "
+             "an attacker holding a classifier of the task, still without raw data (docs/security.md).")] = None,
     seed: Seed = 0,
     device: Device = "cpu",
 ) -> None:
@@ -897,12 +922,14 @@ def attack_dark(
             seed=seed, trigger=TriggerSpec(kind=trigger, size=trigger_size, value=trigger_value,  # type: ignore[arg-type]
                                            blend_ratio=blend_ratio, pattern_seed=seed))
         result = dark_distillation(synthetic, dataset_info(manifest["dataset"]), config, device=_device(device),
-                                   progress=True)
-    except ValueError as exc:
+                                   progress=True, proxy_teacher=proxy_teacher)
+    except (ValueError, ArtifactError) as exc:
         _fail(str(exc))
     save_run(out, result.poisoned, method=manifest["method"], dataset=manifest["dataset"], ipc=manifest["ipc"],
              seed=manifest["seed"], config=manifest.get("config", {}), wall_seconds=result.seconds,
-             extra={"kind": "poisoned", "attack": {"name": "dark-distillation", **config.to_dict()},
+             extra={"kind": "poisoned", "attack": {"name": "dark-distillation", **config.to_dict(),
+                                                   **({"proxy_teacher": result.proxy_teacher}
+                                                      if result.proxy_teacher else {})},
                     "source": {"run": str(run), "sha256": manifest["tensors"]["sha256"]}})
     typer.echo(f"poisoned set written to {out} in {result.seconds:.1f} s (target {target}, {trigger} trigger); "
                "for auditing defences only")

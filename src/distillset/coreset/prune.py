@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -29,6 +30,8 @@ from distillset.geometry.lorentz import (
     geodesic_distance,
     hyperbolic_centroid,
 )
+from distillset.nets import get_network
+from distillset.training.teachers import Teacher, teacher_of, teacher_record
 
 Reference = Literal["centroid", "origin"]
 Selection = Literal["central", "spread"]
@@ -96,6 +99,7 @@ def hyperbolic_prune(
     seed: int = 0,
     batch_size: int = 512,
     selection: Selection = "central",
+    train_mode: bool = True,
 ) -> Tensor:
     """Indices (sorted, int64) of the images kept, per class the ``keep_ratio`` fraction (at least one) by
     :func:`hyperbolic_scores`: the lowest scores (``selection="central"``, the images nearest the class's
@@ -108,6 +112,7 @@ def hyperbolic_prune(
         images, labels,
         feature_net_factory=feature_net_factory, curvature_k=curvature_k, max_norm=max_norm,
         feature_scale=feature_scale, reference=reference, num_nets=num_nets, seed=seed, batch_size=batch_size,
+        train_mode=train_mode,
     )
     keep = keep_lowest_scores if selection == "central" else keep_spread_over_scores
     return keep(scores, labels.cpu(), keep_ratio).to(labels.device)
@@ -125,6 +130,7 @@ def hyperbolic_scores(
     num_nets: int = 3,
     seed: int = 0,
     batch_size: int = 512,
+    train_mode: bool = True,
 ) -> Tensor:
     """Per-image peripherality (docs/hdd.md Eq. 8; float64, CPU, shape ``(N,)``): geodesic distance of the
     lifted feature to its class's hyperbolic centroid (``reference='centroid'``) or to the origin
@@ -132,8 +138,9 @@ def hyperbolic_scores(
     feature is clamped), averaged over ``num_nets`` networks.
 
     Network ``i`` is ``feature_net_factory()`` built under ``torch.manual_seed(seed + i)`` (the global RNG
-    is restored afterwards); it must have an ``embed(x) -> (batch, dim)`` method and is run in train mode
-    without gradients, as in DM. Features are scaled by ``feature_scale`` (a number, or
+    is restored afterwards); it must have an ``embed(x) -> (batch, dim)`` method and is run without gradients
+    in train mode, as in DM (``train_mode=False``: eval mode, for a trained network such as a teacher, whose
+    normalisation statistics are then used and left unchanged). Features are scaled by ``feature_scale`` (a number, or
     ``'unit-mean-norm'``: 1 / mean feature norm of the whole set under that net, which costs a second
     embedding pass) and lifted with :func:`expmap0` (``curvature_k``, ``max_norm``) in float64, exactly as
     the ``hdd`` objective does.
@@ -159,7 +166,7 @@ def hyperbolic_scores(
         with torch.random.fork_rng():
             torch.manual_seed(seed + net_index)
             net = feature_net_factory()
-        embed = _embedder(net, images, batch_size)
+        embed = _embedder(net, images, batch_size, train_mode)
         if feature_scale == UNIT_MEAN_NORM:
             norm_sum = sum(float(torch.linalg.vector_norm(embed(m), dim=-1).sum()) for m in class_members)
             scale = images.shape[0] / norm_sum
@@ -175,12 +182,11 @@ def hyperbolic_scores(
     return scores
 
 
-def _embedder(net: nn.Module, images: Tensor, batch_size: int) -> Callable[[Tensor], Tensor]:
+def _embedder(net: nn.Module, images: Tensor, batch_size: int, train_mode: bool) -> Callable[[Tensor], Tensor]:
     """``embed(indices)``: float64 features ``(len(indices), dim)`` of ``images[indices]`` under ``net``."""
     if not callable(getattr(net, "embed", None)):
         raise TypeError(f"feature_net_factory must return a network with an embed(x) method, got {type(net).__name__}")
-    net = net.to(images.device).train()
-    net.requires_grad_(False)
+    net = net.to(images.device).train(train_mode)
 
     @torch.no_grad()
     def embed(indices: Tensor) -> Tensor:
@@ -211,23 +217,36 @@ def prune_pool(
     *,
     model: str = "convnet3",
     num_nets: int = 3,
+    teacher: str | Path | Teacher | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> tuple[ImageSet, dict[str, object]]:
     """The real pool that distillation matches against, pruned to ``keep_ratio`` per class by ``rule``
     (``hyperbolic``: :func:`hyperbolic_prune` with random ``model`` networks, keeping the most central images;
     ``hyperbolic-spread``: the same scores, kept evenly over their ranks; ``random``: :func:`random_prune`).
-    Returns the kept subset and a record of what was done (for manifests)."""
+    With ``teacher`` (a teacher folder or a loaded :class:`~distillset.training.teachers.Teacher` of ``info``'s
+    dataset) the hyperbolic scores use the teacher's embedding (one network, eval mode) instead of ``num_nets``
+    random ones. Returns the kept subset and a record of what was done (for manifests)."""
+    if rule not in PRUNE_RULES:
+        raise ValueError(f"unknown pruning rule {rule!r}; choose one of: {', '.join(PRUNE_RULES)}")
+    record: dict[str, object] = {"rule": rule, "keep_ratio": keep_ratio}
     if rule == "random":
+        if teacher is not None:
+            raise ValueError("the random pruning rule uses no features, so a teacher has nothing to do; drop the "
+                             "teacher or pick hyperbolic or hyperbolic-spread")
         keep = random_prune(train.labels, keep_ratio, seed=seed)
-    elif rule in ("hyperbolic", "hyperbolic-spread"):
-        from distillset.nets import get_network
+    else:
+        if teacher is not None:
+            loaded = teacher_of(teacher, info, use="pruning", device=device)
+            num_nets, record["teacher"] = 1, teacher_record(loaded)
 
-        def factory() -> nn.Module:
-            return get_network(model, info.channels, info.num_classes, info.image_size).to(device)
+            def factory() -> nn.Module:
+                return loaded.net
+        else:
+            def factory() -> nn.Module:
+                return get_network(model, info.channels, info.num_classes, info.image_size).to(device)
 
         keep = hyperbolic_prune(train.images, train.labels, keep_ratio, feature_net_factory=factory,
-                                num_nets=num_nets, seed=seed, selection="central" if rule == "hyperbolic" else "spread")
-    else:
-        raise ValueError(f"unknown pruning rule {rule!r}; choose one of: {', '.join(PRUNE_RULES)}")
-    return train.subset(keep), {"rule": rule, "keep_ratio": keep_ratio, "kept": int(len(keep)), "num_nets": num_nets}
+                                num_nets=num_nets, seed=seed, selection="central" if rule == "hyperbolic" else "spread",
+                                train_mode=teacher is None)
+    return train.subset(keep), {**record, "kept": int(len(keep)), "num_nets": num_nets}

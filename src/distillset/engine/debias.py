@@ -21,6 +21,9 @@ ConvNet normalises each feature map per image (instance norm), which divides out
 embedding hardly separates the colours (docs/biased.md). ``"trained"`` is
 :func:`~distillset.training.trained_feature_network` trained on the (biased) real set for ``feature_epochs``
 epochs, which picks up the bias shortcut (Cui et al. train a supervised-contrastive encoder instead).
+``"teacher"`` is the embedding of the teacher stored in the folder ``teacher``
+(:mod:`distillset.training.teachers`), trained on the same (biased) dataset: the real set's dataset name,
+channels and image size must be the teacher's.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from distillset.data.base import DatasetInfo, DatasetSplits, ImageSet
 from distillset.nets import get_network
 from distillset.runtime import precision_autocast
 from distillset.training import trained_feature_network
+from distillset.training.teachers import load_teacher, teacher_of, teacher_record
 
 DEBIAS_METHODS = ("none", "kde")
-EMBEDDINGS = ("random", "trained")
+EMBEDDINGS = ("random", "trained", "teacher")
 EMBED_CHUNK = 500
 
 
@@ -47,16 +51,21 @@ EMBED_CHUNK = 500
 class KDEWeighting:
     """Settings of ``debias="kde"`` (``DistillConfig.debias_params``)."""
 
-    embedding: str = "random"  # "random" | "trained"
+    embedding: str = "random"  # "random" | "trained" | "teacher"
     norm: str = "none"  # normalisation layers of the random embedding network ("instancenorm": DM's own network)
     bandwidth: float = 0.0  # kernel width h; 0: bandwidth_scale x the class's median embedding distance
     bandwidth_scale: float = 0.5
     power: float = 1.0  # w = density^(-power); 0 gives uniform weights
     feature_epochs: int = 3  # training epochs of the "trained" embedding
+    teacher: str = ""  # teacher folder of the "teacher" embedding (`distillset teacher train`)
 
     def __post_init__(self) -> None:
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"kde embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
+        if (self.embedding == "teacher") != bool(self.teacher):
+            raise ValueError("kde: embedding=teacher takes the teacher's folder and only it does: pass "
+                             "--debias-param embedding=teacher --debias-param teacher=PATH (a teacher of the same "
+                             f"biased dataset), got embedding={self.embedding!r}, teacher={self.teacher!r}")
         if self.bandwidth < 0 or self.bandwidth_scale <= 0 or self.power < 0 or self.feature_epochs < 1:
             raise ValueError("kde needs bandwidth >= 0, bandwidth_scale > 0, power >= 0 and feature_epochs >= 1, got "
                              f"{asdict(self)}")
@@ -112,12 +121,24 @@ def embedding_network(real: ImageSet, info: DatasetInfo, settings: KDEWeighting,
     if settings.embedding == "random":
         return get_network(model, info.channels, info.num_classes, info.image_size, seed=seed,
                            norm=settings.norm).to(device)
+    if settings.embedding == "teacher":
+        return teacher_of(settings.teacher, info, use="kde embedding=teacher", device=device,
+                          fix="trained on that biased set itself: `distillset teacher train` takes no bias ratio, so "
+                              "train it in Python, one folder per bias ratio (docs/biased.md)").net
     # the feature-network cache is keyed by dataset name and size; a digest of the pixels tells biased sets apart
     digest = hashlib.sha256(real.images.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:12]
     named = replace(info, name=f"{info.name}-{digest}")
     splits = DatasetSplits(named, real, real.subset(torch.arange(0)))
     return trained_feature_network(splits, model, epochs=settings.feature_epochs, seed=seed, device=device,
                                    precision=precision)
+
+
+def debias_teacher_record(method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The teacher of ``kde`` with ``embedding="teacher"`` as a run records it (folder, weights' sha256, test
+    accuracy), else None."""
+    if method != "kde" or params.get("embedding") != "teacher":
+        return None
+    return teacher_record(load_teacher(params["teacher"]))
 
 
 def real_sample_weights(real: ImageSet, info: DatasetInfo, method: str, params: dict[str, Any], *, model: str,

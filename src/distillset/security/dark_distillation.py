@@ -5,7 +5,9 @@ attacker on the distribution channel can do, so that :mod:`distillset.security.s
 
 Steps, following ``main.py`` of Zi-YuanYang/Poisoned_DD (docs/security.md lists every choice):
 
-1. Proxy: a ConvNet trained ``proxy_steps`` full-batch SGD steps on the set S (lr 0.01, momentum 0.9, wd 5e-4).
+1. Proxy: a ConvNet trained ``proxy_steps`` full-batch SGD steps on the set S (lr 0.01, momentum 0.9, wd 5e-4);
+   or, for an audit against a stronger attacker who holds a classifier of the task (a published model) but
+   still no raw data, a teacher (:mod:`distillset.training.teachers`) in its place.
 2. Archetypes by model inversion: per class c, ``a ~ N(0, I)`` optimised with Adam to maximise ``f(a)[c]``.
 3. Backdoor set B: the archetypes with the trigger stamped, every one relabelled to the target t.
 4. Hybrid update of the pixels of S' (initialised as S, labels kept): at trajectory points i = 0..I a fresh
@@ -23,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -34,6 +37,7 @@ from distillset.data.base import DatasetInfo, ImageSet
 from distillset.nets import get_network
 from distillset.security.triggers import Trigger, TriggerSpec
 from distillset.training import soft_cross_entropy
+from distillset.training.teachers import Teacher, teacher_of, teacher_record
 
 Metric = Literal["cos", "mse"]
 
@@ -82,6 +86,7 @@ class AttackResult:
     seconds: float
     losses: list[dict[str, float]]  # per trajectory point (its last batch): the benign and backdoor distances
     # at the first (``*_first``) and last image update
+    proxy_teacher: dict[str, Any] | None = None  # the teacher used as the proxy (folder, sha256), if any
 
 
 def build_network(model: str, width: int | None, info: DatasetInfo, seed: int, device: torch.device) -> nn.Module:
@@ -150,8 +155,13 @@ def dark_distillation(
     device: str | torch.device = "cpu",
     progress: bool = False,
     on_point: Callable[[int, dict[str, float]], None] | None = None,
+    proxy_teacher: str | Path | Teacher | None = None,
 ) -> AttackResult:
-    """Inject a backdoor for ``config.target`` into ``synthetic`` (normalised images) without raw data."""
+    """Inject a backdoor for ``config.target`` into ``synthetic`` (normalised images) without raw data.
+
+    ``proxy_teacher`` (a teacher folder or a loaded teacher of ``info``'s dataset) replaces step 1's proxy: the
+    archetypes are inverted from the teacher (an attacker holding a trained classifier of the task); the
+    trajectory networks of step 4 are unchanged."""
     config = config or DarkDistillationConfig()
     device = torch.device(device)
     if not 0 <= config.target < info.num_classes:
@@ -163,8 +173,11 @@ def dark_distillation(
     generator = torch.Generator().manual_seed(config.seed)
     trigger = config.trigger.build(info)
 
-    proxy = train_proxy(synthetic, info, model=config.model, width=config.width, steps=config.proxy_steps,
-                        lr=config.lr_net, seed=config.seed, device=device)
+    teacher = (teacher_of(proxy_teacher, info, use="dark distillation proxy", device=device)
+               if proxy_teacher is not None else None)
+    proxy = teacher.net if teacher is not None else train_proxy(
+        synthetic, info, model=config.model, width=config.width, steps=config.proxy_steps, lr=config.lr_net,
+        seed=config.seed, device=device)
     archetypes = invert_archetypes(proxy, info, config.archetypes_per_class, config.inversion_steps,
                                    config.inversion_lr, generator, device)
     backdoor = ImageSet(trigger.apply(archetypes.images), torch.full_like(archetypes.labels, config.target))
@@ -206,7 +219,7 @@ def dark_distillation(
     result_images = poisoned.detach().cpu()
     soft = synthetic.soft_labels.clone() if synthetic.soft_labels is not None else None
     return AttackResult(ImageSet(result_images, synthetic.labels.clone(), soft), backdoor, trigger,
-                        time.perf_counter() - start, losses)
+                        time.perf_counter() - start, losses, teacher_record(teacher) if teacher is not None else None)
 
 
 def attack_success_rate(net: nn.Module, test: ImageSet, trigger: Trigger, target: int, *,

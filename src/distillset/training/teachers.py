@@ -243,6 +243,29 @@ def load_teacher(path: str | Path, *, device: str | torch.device = "cpu", verify
     return Teacher(net.to(device).eval(), manifest, folder)
 
 
+def teacher_of(teacher: str | Path | Teacher, info: DatasetInfo, *, use: str, fix: str = "",
+               device: str | torch.device = "cpu") -> Teacher:
+    """``teacher`` (a folder, loaded with its sha256 checked, or a loaded :class:`Teacher`), refused with a
+    ValueError unless it was trained on ``info``'s dataset (same name, channels and image size); ``use`` names
+    the part that takes it and ``fix`` (default: train one with ``distillset teacher train``) the remedy, for the
+    error."""
+    loaded = teacher if isinstance(teacher, Teacher) else load_teacher(teacher, device=device)
+    trained_on = dataset_info(loaded.recipe.dataset)
+    shapes = ((trained_on.channels, *trained_on.image_size), (info.channels, *info.image_size))
+    if loaded.recipe.dataset != info.name or shapes[0] != shapes[1]:
+        raise ValueError(
+            f"{use}: the teacher {loaded.path} was trained on {loaded.recipe.dataset} (images {shapes[0]}), the data "
+            f"is {info.name} (images {shapes[1]}); pass a teacher of {info.name} "
+            + (fix or f"(`distillset teacher train --dataset {info.name}`, then `distillset teacher list`)")
+        )
+    return loaded
+
+
+def teacher_record(teacher: Teacher) -> dict[str, Any]:
+    """What a run made with ``teacher`` records about it (its folder, weights' sha256 and test accuracy)."""
+    return {"path": str(teacher.path), "sha256": teacher.manifest["sha256"], "test_accuracy": teacher.test_accuracy}
+
+
 def list_teachers(root: str | Path | None = None) -> list[dict[str, Any]]:
     """Manifests of the finished teachers under ``root`` (each with its ``path``), sorted by folder name."""
     found = []
