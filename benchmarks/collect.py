@@ -70,7 +70,8 @@ def markdown(rows: list[dict[str, Any]], paper: list[dict[str, Any]]) -> str:
         extra = row["extra"]
         labels = extra.get("labels", {})
         soft = f" (soft labels, {labels.get('relabel', 'fixed')})" if labels.get("labels") == "soft" else ""
-        entry = {"method": row["method"] + (" + ELF" if extra.get("elf") else "") + soft,
+        schedule = f" (lr {extra['lr_schedule']})" if "lr_schedule" in extra else ""
+        entry = {"method": row["method"] + schedule + (" + ELF" if extra.get("elf") else "") + soft,
                  "model": row["model"],
                  "ipc": row["ipc"], "imbalance": extra.get("imbalance", ""),
                  "real pool": f"{extra['prune']} {extra['keep']:.0%}" if "prune" in extra else "full",

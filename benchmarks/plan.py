@@ -32,7 +32,7 @@ CORESET_RULES = ("random", "herding", "kcenter", "kcenter-random")
 # depend on the CLI's defaults or the machine
 DISTILL_DEFAULTS = {"real_precision": "fp32", "compile": False}
 CELL_FIELDS = {"methods", "rows", "dataset", "ipc", "imbalance", "prune", "keep", "seeds", "iterations", "params",
-               "resample", "run", "evaluations"}
+               "lr_schedule", "resample", "run", "evaluations"}
 TEACHER = "TEACHER"  # in a table's `evaluations`: `soft_labels: TEACHER`, `elf: {teacher: TEACHER}` name its teacher
 
 
@@ -86,6 +86,7 @@ class Group:
     prune: str | None = None
     keep: float | None = None
     params: tuple[tuple[str, Any], ...] = ()
+    lr_schedule: str = "constant"  # the image learning rate over the iterations (distill --lr-schedule)
     options: tuple[tuple[str, Any], ...] = ()  # speed settings of the command (not part of the key)
     run: str | None = None
     teacher: str | None = None  # the teacher folder (under the work folder) of the *-teacher methods
@@ -97,6 +98,7 @@ class Group:
         tags = "".join([f"-lt{self.imbalance}" if self.imbalance is not None else "",
                         f"-{self.prune}{self.keep}" if self.prune else "",
                         *(f"-{k}{_tag(v)}" for k, v in self.params),
+                        f"-lr{self.lr_schedule}" if self.lr_schedule != "constant" else "",
                         f"-{Path(self.teacher).name}" if self.teacher else ""])
         return f"{self.dataset}-{'+'.join(self.methods)}-ipc{self.ipc}-it{self.iterations}-s{self.seed}{tags}"
 
@@ -119,6 +121,8 @@ class Group:
             return argv + [arg for key, value in self.params for arg in ("--param", f"{key}={_tag(value)}")]
         for key, value in self.params:
             argv += ["--param", f"{key}={_tag(value)}"]
+        if self.lr_schedule != "constant":
+            argv += ["--lr-schedule", self.lr_schedule]
         for key, value in self.options:
             flag = key.replace("_", "-")
             if isinstance(value, bool):
@@ -249,7 +253,8 @@ def load_table(path: Path) -> Table:
                       "prune": prune, "keep": cell.get("keep") if prune else None,
                       "params": tuple(sorted(cell.get("params", {}).items()))}
             if kind == "distill":
-                fields.update(iterations=int(cell.get("iterations", config.get("iterations", 2000))), options=options)
+                fields.update(iterations=int(cell.get("iterations", config.get("iterations", 2000))), options=options,
+                              lr_schedule=cell.get("lr_schedule", "constant"))
                 if any(method.endswith("-teacher") for method in methods):
                     if teacher is None:
                         raise ValueError(f"{path}: the *-teacher methods need the table's `teacher:`")
@@ -275,6 +280,8 @@ def _row(kind: str, method: str, methods: tuple[str, ...], fields: dict[str, Any
     extra = {k: v for k, v in (("imbalance", fields["imbalance"]), ("prune", fields["prune"]),
                                ("keep", fields["keep"])) if v is not None}
     extra.update({f"param_{k}": v for k, v in fields["params"]})
+    if fields.get("lr_schedule", "constant") != "constant":
+        extra["lr_schedule"] = fields["lr_schedule"]
     extra["seed"] = seed
     return Row(method, models[0].group, evaluation, tuple(models), resample, extra)
 

@@ -241,6 +241,9 @@ def test_benchmark_tables_with_a_teacher_expand_into_commands():
     assert {row.method for row in soft} == {"cfm-teacher", "lowpass-teacher", "highpass-teacher", "dm-teacher", "dm"}
     command = list(plan.iter_commands(soft[0], "benchmarks/work"))[-1]
     assert command.endswith(f"--soft-labels {teacher} --relabel augmented")
+    cosine = [group for group in tables["cfm_fashion_mnist"].groups if group.lr_schedule == "cosine"]
+    assert [group.ipc for group in cosine] == [10, 50] and cosine[0].key.endswith("-lrcosine")
+    assert cosine[0].argv("w")[-5:-3] == ["--lr-schedule", "cosine"]
     elf = tables["cross_arch_elf_teacher"]
     ablation = elf.rows[-1].evaluation
     assert ablation.name(0).endswith("-elf-feature_targetnormalized-lambda_front0-teacher")

@@ -72,6 +72,24 @@ def test_checkpoint_with_other_settings_is_refused(real, tmp_path):
         Distiller(real, INFO, _config(iterations=4, ipc=3), out_dir=tmp_path).run(resume=True)
 
 
+def test_cosine_learning_rate_schedule(real, tmp_path):
+    config = _config(iterations=4, lr_img=2.0, lr_schedule="cosine")
+    assert [config.learning_rate(t) for t in range(5)] == pytest.approx([2.0, 1.0 + 2 ** -0.5, 1.0, 1 - 2 ** -0.5, 0])
+    assert _config(iterations=4, lr_img=2.0).learning_rate(3) == 2.0
+    seen = []
+    distiller = Distiller(real, INFO, config)
+    original = distiller.optimizer.step
+    distiller.optimizer.step = lambda: (seen.append(distiller.optimizer.param_groups[0]["lr"]), original())[1]
+    distiller.run()
+    assert seen == pytest.approx([config.learning_rate(t) for t in range(4)])
+    # the schedule depends on the length of the run: a checkpoint of a 2-iteration cosine run is not extended
+    Distiller(real, INFO, _config(iterations=2, lr_schedule="cosine"), out_dir=tmp_path).run()
+    with pytest.raises(CheckpointMismatchError, match="iterations"):
+        Distiller(real, INFO, _config(iterations=4, lr_schedule="cosine"), out_dir=tmp_path).run(resume=True)
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        _config(lr_schedule="step")
+
+
 class _Exploding(MatchingObjective):
     def __init__(self, at: int = 3, error: type[BaseException] | None = None) -> None:
         self.at, self.error = at, error

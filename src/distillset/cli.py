@@ -222,6 +222,8 @@ def distill(
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, log, result).")] = Path("runs/distill"),
     resume: Annotated[bool, typer.Option(help="Continue from out/checkpoint.safetensors.")] = False,
     lr_img: Annotated[Optional[float], typer.Option(help="Image learning rate (method default if unset).")] = None,
+    lr_schedule: Annotated[str, typer.Option(
+        help="Image learning rate over the iterations: constant, or cosine (decayed to 0 at the end).")] = "constant",
     batch_real: Annotated[Optional[int], typer.Option(
         help="Real images per class per iteration (method default if unset: 256; IDM at IPC 1: 5000).")] = None,
     init: Annotated[str, typer.Option(help="real or noise.")] = "real",
@@ -288,7 +290,7 @@ def distill(
     splits = _load(dataset, data_root, imbalance, seed, bias)
     overrides: dict[str, Any] = {
         "debias": debias, "debias_params": _parse_params(debias_param, "--debias-param"),
-        "ipc": ipc, "iterations": iterations, "init": init, "model": model,
+        "ipc": ipc, "iterations": iterations, "init": init, "model": model, "lr_schedule": lr_schedule,
         "seed": seed, "checkpoint_every": checkpoint_every, "checkpoint_seconds": 60 * checkpoint_minutes,
         "real_precision": precision, "compile": compile,
         "objective_params": _parse_params(param), "queue": _parse_params(queue, "--queue"),
