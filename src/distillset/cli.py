@@ -767,7 +767,7 @@ def teacher_train(
     width: Annotated[Optional[int], typer.Option(help="Network width (ConvNet: channels), e.g. 512.")] = None,
     lr: Annotated[float, typer.Option(help="SGD learning rate.")] = 0.01,
     precision: Precision = "auto",
-    compile: Compile = False,
+    compile: Compile = None,
     root: TeacherRoot = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Store the teacher in this folder instead of <root>/<recipe key>.")] = None,
