@@ -25,8 +25,13 @@ def _setting(row: dict) -> str:
                                           "compile", "noise", "function", "n", "sd") if k in extra]
     if params := objective_params(extra):  # --param settings
         parts.append(params)
+    if extra.get("lr_schedule"):
+        parts.append(f"lr {extra['lr_schedule']}")
     if extra.get("elf"):
         parts.insert(0, f"ELF ({extra['elf_variant']})" if extra.get("elf_variant") else "ELF")
+    labels = extra.get("labels", {})
+    if labels.get("labels") == "soft":
+        parts.insert(0, f"soft labels ({labels.get('relabel', 'fixed')})")
     return ", ".join(parts)
 
 
