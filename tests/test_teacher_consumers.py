@@ -105,6 +105,9 @@ def test_cli_coreset_records_the_teacher_and_refuses_another_dataset(tmp_path, t
                                   str(tmp_path / "other")])
     assert refused.exit_code != 0 and "trained on fashion-mnist" in refused.output and "digits" in refused.output
     assert not (tmp_path / "other").exists()
+    soft = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--epochs", "1", "--models", "1",
+                               "--soft-labels", str(fashion["plain_teacher"].path)])
+    assert soft.exit_code == 2 and "--soft-labels: the teacher" in soft.output and "the data is digits" in soft.output
 
 
 def test_hyperbolic_pruning_with_a_teacher_scores_its_embedding(digits, teacher):

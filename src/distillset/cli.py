@@ -419,17 +419,14 @@ def evaluate(
         _fail("ELF and biased-data evaluations are not split over processes; run them without torchrun")
     labels_record, relabeller = None, None
     if soft_labels is not None:
-        from distillset.training.teachers import load_teacher, soft_label_record, with_soft_labels
+        from distillset.training.teachers import soft_label_record, teacher_of, with_soft_labels
 
         if relabel not in ("augmented", "fixed"):
             _fail(f"--relabel must be 'augmented' or 'fixed' (got {relabel!r})")
         if relabel == "augmented" and (elf or isinstance(splits, BiasedSplits)):
             _fail("--relabel augmented is not available with ELF or biased-data evaluations; add --relabel fixed")
         try:
-            teacher = load_teacher(soft_labels, device=_device(device))
-            if teacher.recipe.dataset != manifest["dataset"]:
-                raise ValueError(f"--soft-labels: the teacher was trained on {teacher.recipe.dataset}, the set is of "
-                                 f"{manifest['dataset']}; pass a teacher of {manifest['dataset']}")
+            teacher = teacher_of(soft_labels, splits.info, use="--soft-labels", device=dev)
             if relabel == "fixed":
                 synthetic = with_soft_labels(synthetic, teacher, temperature)
             else:
