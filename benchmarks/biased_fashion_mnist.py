@@ -16,6 +16,7 @@ checkpoint in ``--work``, each tested model is kept, each finished row is a cell
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +27,7 @@ from distillset.artifacts import load_run, save_run
 from distillset.data import BiasedSplits, load_dataset
 from distillset.engine import Distiller, config_for_method
 from distillset.evaluate import EvalConfig, evaluate_biased
+from distillset.training.teachers import make_recipe, train_teacher
 
 NAME = "biased_fashion_mnist"
 DATASET = "fashion-mnist-colour"
@@ -51,6 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", type=int, default=5)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--kde", nargs="*", default=[], metavar="KEY=VALUE", help="KDE settings (engine/debias.py)")
+    parser.add_argument("--kde-teacher-epochs", type=int, default=0,
+                        help="embed for KDE with a ConvNet-3 teacher of each biased set trained this many epochs "
+                             "(no DSA; kept in --work/teachers); 0: the default random-network embedding")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / NAME)
     parser.add_argument("--cells", type=Path, default=None, help="cells root (default benchmarks/cells)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -73,6 +78,7 @@ def kde_params(items: list[str]) -> dict[str, Any]:
 def scale_key(args: argparse.Namespace, evaluation: bool = True, models: bool = True) -> str:
     """The scale in a cell's key: distillation settings, and (``evaluation``) epochs and (``models``) models."""
     kde = "".join(f"-{item}" for item in sorted(args.kde))
+    kde += f"-teacher-e{args.kde_teacher_epochs}" if args.kde_teacher_epochs else ""
     evaluated = f"-e{args.epochs}" + (f"-n{args.models}" if models else "") if evaluation else ""
     return f"it{args.iterations}-b{args.batch_real}{evaluated}-s{args.severity}{kde}"
 
@@ -114,8 +120,20 @@ def weight_record(distiller: Distiller, splits: BiasedSplits) -> dict[str, Any]:
             "max_weight": round(float(weights.max()), 2)}
 
 
+def kde_teacher(splits: BiasedSplits, args: argparse.Namespace, rho: float) -> dict[str, str]:
+    """The KDE settings of ``--kde-teacher-epochs``: a teacher of this biased set (trained once, then reused)."""
+    if not args.kde_teacher_epochs:
+        return {}
+    folder = args.work / "teachers" / f"rho{rho}-s{args.severity}-convnet3-e{args.kde_teacher_epochs}"
+    recipe = make_recipe(splits, "convnet3", epochs=args.kde_teacher_epochs, dsa=False, precision=args.precision)
+    teacher = train_teacher(splits, recipe, folder=folder, progress=True, compile=True)
+    print(f"KDE teacher {folder}: test accuracy {teacher.test_accuracy:.2f} (rho = 0 test split)", flush=True)
+    return {"embedding": "teacher", "teacher": str(folder)}
+
+
 def run_cell(cells: Cells, splits: BiasedSplits, args: argparse.Namespace, ipc: int, rho: float) -> None:
-    debias = {"-kde": ("kde", kde_params(args.kde)), "": ("none", {})}  # re-weighting first: the row in question
+    kde = {**kde_params(args.kde), **kde_teacher(splits, args, rho)} if "kde" in " ".join(args.only) else {}
+    debias = {"-kde": ("kde", kde), "": ("none", {})}  # re-weighting first: the row in question
     for suffix, (method, params) in debias.items():
         keys = {name: f"ipc{ipc}-rho{rho}-{name}{suffix}-{scale_key(args)}" for name in ("random", "dm")}
         if all(cells.get(key) is not None for key in keys.values()):
@@ -143,20 +161,44 @@ def run_cell(cells: Cells, splits: BiasedSplits, args: argparse.Namespace, ipc: 
         if saved:
             synthetic, manifest = load_run(run_dir)
             seconds = manifest["wall_seconds"]
+            extra = {**manifest.get("extra", {}).get("setup", {}), **extra}
         else:
             assert distiller is not None
             synthetic = distiller.run(resume=True)
             seconds = distiller.elapsed
             save_run(run_dir, synthetic, method=f"dm{suffix}", dataset=DATASET, ipc=ipc, seed=0,
                      config=asdict(config), wall_seconds=seconds,
-                     extra={"kind": "distilled", "bias": {"ratio": rho, "severity": args.severity}})
+                     extra={"kind": "distilled", "bias": {"ratio": rho, "severity": args.severity}, "setup": extra})
         evaluate_row(cells, keys["dm"], synthetic, splits, args, f"dm{suffix}", ipc, rho, args.iterations,
                      {**extra, "distill_seconds": round(seconds, 1)})
 
 
+def largest_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per set and scale, the row with the most models (a rerun with more models reuses the earlier ones, so the
+    smaller rows are subsets of it); set-up fields missing from it (KDE weight share: recorded where the weights
+    were computed) are taken from the other rows of the same set."""
+    def same_set(row: dict[str, Any]) -> tuple:
+        extra = row["extra"]
+        return (row["ipc"], extra["rho"], row["method"], row["iterations"], row["epochs"], extra["batch_real"],
+                extra["severity"], json.dumps(extra.get("debias_params", {}), sort_keys=True))
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(same_set(row), []).append(row)
+    kept = []
+    for group in groups.values():
+        group.sort(key=lambda r: r["n"], reverse=True)
+        best = group[0]
+        for other in group[1:]:
+            for key in SETUP_RECORD:
+                if key in other["extra"]:
+                    best["extra"].setdefault(key, other["extra"][key])
+        kept.append(best)
+    return kept
+
+
 def report(cells: Cells, args: argparse.Namespace, wall: float) -> None:
-    rows = sorted(cells.all(), key=lambda r: (r["ipc"], r["extra"]["rho"], METHODS.index(r["method"]),
-                                              r["iterations"], r["epochs"]))
+    rows = sorted(largest_runs(cells.all()), key=lambda r: (r["ipc"], r["extra"]["rho"], METHODS.index(r["method"]),
+                                                            r["iterations"], r["epochs"]))
     for row in rows:
         for key in ("key", "commit", "machine", "date"):
             row.pop(key, None)
@@ -170,6 +212,8 @@ def report(cells: Cells, args: argparse.Namespace, wall: float) -> None:
               "aligned": f"{r['extra']['aligned']:.1f} ± {r['extra']['aligned_std']:.1f}",
               "conflicting": f"{r['extra']['conflicting']:.1f} ± {r['extra']['conflicting_std']:.1f}",
               "conflicting weight": r["extra"].get("conflicting_weight_share", ""),
+              "KDE embedding": (r["extra"].get("debias_params") or {}).get("embedding", "random")
+              if "kde" in r["method"] else "",
               "iterations": r["iterations"], "batch_real": r["extra"]["batch_real"], "epochs": r["epochs"],
               "n": r["n"]} for r in rows]
     markdown = (
