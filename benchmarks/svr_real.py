@@ -70,7 +70,7 @@ def run_dataset(name: str, splits: int) -> dict[str, list[dict[str, float]]]:
     per_rep: dict[str, list[dict[str, float]]] = {method: [] for method in METHODS}
     for split, (train, test) in enumerate(ShuffleSplit(splits, test_size=0.25, random_state=0).split(X)):
         for method in METHODS:
-            per_rep[method].append(measure(method, split, X[train], y[train], X[test], y[test]))
+            per_rep[method].append(measure(METHODS[method](split), X[train], y[train], X[test], y[test]))
     return per_rep
 
 

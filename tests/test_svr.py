@@ -18,6 +18,7 @@ from distillset.svr import (
     epsilon_laplace,
     fit_working_likelihood,
     insensitive_abs,
+    signal_share,
     working_likelihood_loss,
 )
 
@@ -179,14 +180,15 @@ def _sinc_data(n: int = 120, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
 
 def test_final_svr_uses_the_estimated_tube_and_noise_scaled_penalty() -> None:
     X, y = _sinc_data()
+    assert WorkingLikelihoodSVR().noise_scaled_C is True  # eq. (5) is the default penalty
     scaled = WorkingLikelihoodSVR(C=2.0, noise_scaled_C=True, random_state=0).fit(X, y)
     sigma_standardised = scaled.sigma_ / scaled.y_scale_
     assert scaled.svr_.epsilon == pytest.approx(scaled.epsilon_ * sigma_standardised)
     assert pytest.approx(2.0 / sigma_standardised) == scaled.svr_.C
-    assert (scaled.noise_scaled_C_, scaled.penalty_cv_mse_) == (True, None)
+    assert (scaled.penalty_, scaled.noise_scaled_C_, scaled.penalty_cv_mse_) == ("C/sigma", True, None)
     fixed = WorkingLikelihoodSVR(C=2.0, noise_scaled_C=False, random_state=0).fit(X, y)
     assert fixed.svr_.C == 2.0
-    assert (fixed.noise_scaled_C_, fixed.penalty_cv_mse_) == (False, None)
+    assert (fixed.penalty_, fixed.noise_scaled_C_, fixed.penalty_cv_mse_) == ("C", False, None)
 
 
 def _low_noise_sinc() -> tuple[np.ndarray, np.ndarray]:
@@ -208,13 +210,13 @@ def test_auto_penalty_keeps_the_smaller_cross_validated_squared_error(data, keep
     # halves the error of C = 1. A weak linear signal among 8 features (σ ≈ 0.6): C/σ over-fits the noise and
     # C = 1 is kept (0.898 vs 0.932).
     X, y = data()
-    model = WorkingLikelihoodSVR(random_state=0).fit(X, y)
+    model = WorkingLikelihoodSVR(noise_scaled_C="auto", random_state=0).fit(X, y)
     kept = next(e for e in model.estimates_ if (e.epsilon, e.sigma * model.y_scale_) == (model.epsilon_, model.sigma_))
     y_standardised = (y - model.y_mean_) / model.y_scale_
     folds = KFold(n_splits=model.cv, shuffle=True, random_state=0)
     mse = {
-        name: np.mean((y_standardised - cross_val_predict(model._svr(kept, scaled), X, y_standardised, cv=folds)) ** 2)
-        for name, scaled in (("C/sigma", True), ("C", False))
+        rule: np.mean((y_standardised - cross_val_predict(model._svr(kept, rule), X, y_standardised, cv=folds)) ** 2)
+        for rule in ("C/sigma", "C")
     }
     assert model.penalty_cv_mse_ == pytest.approx(mse)
     assert model.noise_scaled_C_ is keeps_scaled
@@ -230,8 +232,58 @@ def test_auto_penalty_keeps_the_smaller_cross_validated_squared_error(data, keep
 
 def test_noise_scaled_C_is_validated() -> None:
     X, y = _sinc_data()
-    with pytest.raises(ValueError, match="noise_scaled_C must be True, False or 'auto'"):
+    with pytest.raises(ValueError, match="noise_scaled_C must be True, False, 'signal_share' or 'auto'"):
         WorkingLikelihoodSVR(noise_scaled_C="yes").fit(X, y)
+    for bad in [("C/sigma",), ("C", "C"), ("C", "C/2"), "C/sigma"]:
+        with pytest.raises(ValueError, match="auto_penalties must be at least two distinct rules"):
+            WorkingLikelihoodSVR(auto_penalties=bad).fit(X, y)
+    with pytest.raises(ValueError, match="auto_own_descent must be True or False"):
+        WorkingLikelihoodSVR(auto_own_descent="yes").fit(X, y)
+
+
+def test_signal_share_hand_values() -> None:
+    # eq. (8): v(1) = (1/3 + 1 + 2 + 2) / 2 = 8/3, so σ = 0.5 leaves 1 - 0.25 · 8/3 = 1/3 of the variance to f;
+    # ε = 0 (Laplace, variance 2σ²) with σ = 0.6 leaves 1 - 0.72 = 0.28; noise above the total hits the floor.
+    assert signal_share(1.0, 0.5) == pytest.approx(1.0 / 3.0)
+    assert signal_share(0.0, 0.6) == pytest.approx(0.28)
+    assert signal_share(1.5, 2.0) == 0.05
+    assert signal_share(1.5, 2.0, floor=0.2) == 0.2
+    with pytest.raises(ValueError, match="floor in"):
+        signal_share(1.0, 0.5, floor=0.0)
+
+
+def test_signal_share_penalty_is_C_tau2_over_sigma() -> None:
+    X, y = _sinc_data()
+    model = WorkingLikelihoodSVR(C=2.0, noise_scaled_C="signal_share", random_state=0).fit(X, y)
+    sigma = model.sigma_ / model.y_scale_
+    assert model.penalty_ == "C*tau2/sigma" and model.noise_scaled_C_ and model.penalty_cv_mse_ is None
+    assert model.svr_.C == pytest.approx(2.0 * signal_share(model.epsilon_, sigma) / sigma)
+    assert model.svr_.epsilon == pytest.approx(model.epsilon_ * sigma)
+
+
+def test_auto_among_three_penalties_and_own_descents() -> None:
+    X, y = _weak_signal_in_8_features()
+    candidates = ("C/sigma", "C", "C*tau2/sigma")
+    three = WorkingLikelihoodSVR(noise_scaled_C="auto", auto_penalties=candidates, random_state=0).fit(X, y)
+    assert set(three.penalty_cv_mse_) == {"C/sigma", "C", "C*tau2/sigma"}
+    assert three.penalty_ == min(three.penalty_cv_mse_, key=three.penalty_cv_mse_.get)
+    two = WorkingLikelihoodSVR(noise_scaled_C="auto", random_state=0).fit(
+        X, y
+    )  # same descent, same folds: the shared entries agree
+    assert {k: three.penalty_cv_mse_[k] for k in two.penalty_cv_mse_} == pytest.approx(two.penalty_cv_mse_)
+    # own descents: each candidate's entry is the out-of-fold MSE of its own descent's kept estimate
+    own = WorkingLikelihoodSVR(noise_scaled_C="auto", auto_own_descent=True, random_state=0).fit(X, y)
+    fixed = WorkingLikelihoodSVR(noise_scaled_C=False, random_state=0).fit(X, y)
+    scaled = WorkingLikelihoodSVR(noise_scaled_C=True, random_state=0).fit(X, y)
+    assert own.penalty_cv_mse_["C/sigma"] == pytest.approx(two.penalty_cv_mse_["C/sigma"])
+    kept_fixed = fixed.estimates_[fixed.n_iter_ - 2] if fixed.converged_ else fixed.estimates_[-1]
+    y_standardised = (y - fixed.y_mean_) / fixed.y_scale_
+    folds = KFold(n_splits=5, shuffle=True, random_state=0)
+    r = y_standardised - cross_val_predict(fixed._svr(kept_fixed, "C"), X, y_standardised, cv=folds)
+    assert own.penalty_cv_mse_["C"] == pytest.approx(np.mean(r**2))
+    winner = fixed if own.penalty_ == "C" else scaled
+    assert (own.epsilon_, own.sigma_, own.n_iter_) == (winner.epsilon_, winner.sigma_, winner.n_iter_)
+    np.testing.assert_allclose(own.predict(X), winner.predict(X))
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

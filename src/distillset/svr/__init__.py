@@ -11,6 +11,7 @@ from distillset.svr.working_likelihood import (
     epsilon_laplace,
     fit_working_likelihood,
     insensitive_abs,
+    signal_share,
     working_likelihood_loss,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "epsilon_laplace",
     "fit_working_likelihood",
     "insensitive_abs",
+    "signal_share",
     "working_likelihood_loss",
 ]

@@ -8,8 +8,11 @@ Algorithm (docs/svr.md, section "Algorithm"; a reconstruction, the paper's secti
 4. score the estimate by its cross-validated working loss J = G(ε, σ; cross-fitted residuals of the SVR of
    eq. (5) with that (ε, σ)) / n (eq. 6), and estimate again from those residuals (step 3); stop at the first
    estimate that lowers J by less than ``tol`` and keep the one before it, or after ``max_iter`` estimates;
-5. penalty (``noise_scaled_C="auto"``): with the kept (ε, σ), cross-fit the SVR once more with C instead of C/σ
-   on the same folds and keep whichever penalty has the smaller out-of-fold squared error (eq. 7);
+5. penalty: C/σ (eq. 5, the default ``noise_scaled_C=True``). With ``noise_scaled_C="auto"``: with the kept
+   (ε, σ), cross-fit the SVR once more with C instead of C/σ on the same folds and keep whichever penalty has the
+   smaller out-of-fold squared error (eq. 7);
+   ``auto_penalties`` adds the signal-share penalty C·τ²/σ (eq. 8) as a candidate, ``auto_own_descent`` runs
+   steps 2-4 with each candidate penalty and compares the candidates' own kept estimates;
 6. fit the SVR with the kept estimate and penalty on all samples.
 
 eq. (5): minimise ½‖w‖² + C Σ_i |(y_i - f(x_i)) / σ|_ε with y, f in units of s_y, i.e. the loss is the
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -34,13 +39,30 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from distillset.svr.working_likelihood import NoiseEstimate, fit_working_likelihood, working_likelihood_loss
+from distillset.svr.working_likelihood import (
+    NoiseEstimate,
+    fit_working_likelihood,
+    signal_share,
+    working_likelihood_loss,
+)
 
 SMALL_SAMPLE_SIZE = 50  # below this many samples the estimate of ε is not trusted (docs/svr.md, "Small samples")
+PENALTIES = ("C/sigma", "C", "C*tau2/sigma")  # eq. (5), LIBSVM's plain C, the signal-share penalty of eq. (8)
+FIXED_PENALTY = {True: "C/sigma", False: "C", "signal_share": "C*tau2/sigma"}  # noise_scaled_C -> penalty rule
 
 
 class SmallSampleWarning(UserWarning):
     """The data are too few for the working-likelihood estimate of (ε, σ) to be trusted."""
+
+
+class _Descent(NamedTuple):
+    """One run of steps 2-4 with one penalty rule: every estimate, its J (eq. 6), and the kept one."""
+
+    estimates: list[NoiseEstimate]
+    losses: list[float]
+    kept: NoiseEstimate
+    kept_residuals: NDArray[np.float64]  # cross-fitted residuals of the kept estimate's SVR
+    converged: bool
 
 
 class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
@@ -50,9 +72,13 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
     ----------
     C : penalty of eq. (5) on the standardised response (LIBSVM's default scale, C = 1).
     kernel, degree, gamma, coef0 : passed to :class:`sklearn.svm.SVR`.
-    noise_scaled_C : True: the loss is divided by σ as eq. (5) says, i.e. SVR(C=C/σ); False: the SVR keeps C on
-        the standardised response and only the tube εσ is data-driven; "auto" (default): the (ε, σ) loop runs
-        with C/σ, then the penalty with the smaller cross-validated squared error (eq. 7) is kept.
+    noise_scaled_C : True (default): the loss is divided by σ as eq. (5) says, i.e. SVR(C=C/σ); False: the SVR
+        keeps C on the standardised response and only the tube εσ is data-driven; "signal_share": SVR(C=C·τ²/σ)
+        with τ² the signal share of eq. (8); "auto": the (ε, σ) loop runs with the first of ``auto_penalties``,
+        then the candidate penalty with the smallest cross-validated squared error (eq. 7) is kept.
+    auto_penalties : candidate penalties of "auto", from ``PENALTIES`` ("C/sigma", "C", "C*tau2/sigma").
+    auto_own_descent : with "auto", run the (ε, σ) descent once per candidate penalty (each with its own
+        estimates) instead of scoring every candidate with the estimate of the first one's descent.
     cv : number of folds of the cross-fitted residuals (out-of-fold residuals are not shrunk by the tube).
     small_sample_loo : below ``SMALL_SAMPLE_SIZE`` samples cross-fit leave-one-out instead of ``cv`` folds, so
         each residual comes from a fit on n - 1 samples, the closest to the final fit on n (docs/svr.md).
@@ -73,9 +99,10 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
     estimates_ : every estimate made, in units of the standardised response (``at_bound``: the outside-residual
         bound, not the likelihood, set the tube).
     loss_curve_ : J (eq. 6) of each estimate, nats per sample.
-    noise_scaled_C_ : whether the final SVR uses C/σ (True) or C (False).
-    penalty_cv_mse_ : with ``noise_scaled_C="auto"``, the out-of-fold mean squared errors (standardised response)
-        of the kept estimate's SVR with C/σ and with C, keys ``"C/sigma"`` and ``"C"`` (eq. 7); else None.
+    penalty_ : the final SVR's penalty rule, one of ``PENALTIES``.
+    noise_scaled_C_ : whether the final SVR's penalty involves σ (``penalty_`` is not "C").
+    penalty_cv_mse_ : with ``noise_scaled_C="auto"``, the out-of-fold mean squared error (standardised response)
+        of each candidate penalty's SVR with its kept estimate, keyed by rule (eq. 7); else None.
     svr_ : the final :class:`sklearn.svm.SVR`, fitted on the standardised response.
     y_mean_, y_scale_ : mean and standard deviation s_y used to standardise y.
     """
@@ -87,7 +114,9 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         degree: int = 3,
         gamma: str | float = "scale",
         coef0: float = 0.0,
-        noise_scaled_C: bool | str = "auto",
+        noise_scaled_C: bool | str = True,
+        auto_penalties: tuple[str, ...] = ("C/sigma", "C"),
+        auto_own_descent: bool = False,
         cv: int = 5,
         small_sample_loo: bool = True,
         max_iter: int = 20,
@@ -102,6 +131,8 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         self.gamma = gamma
         self.coef0 = coef0
         self.noise_scaled_C = noise_scaled_C
+        self.auto_penalties = auto_penalties
+        self.auto_own_descent = auto_own_descent
         self.cv = cv
         self.small_sample_loo = small_sample_loo
         self.max_iter = max_iter
@@ -113,8 +144,17 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
     def _check_params(self) -> None:
         if not (isinstance(self.C, numbers.Real) and self.C > 0):
             raise ValueError(f"C must be a positive number, got {self.C!r}")
-        if not (isinstance(self.noise_scaled_C, bool) or self.noise_scaled_C == "auto"):
-            raise ValueError(f"noise_scaled_C must be True, False or 'auto', got {self.noise_scaled_C!r}")
+        if not (isinstance(self.noise_scaled_C, bool) or self.noise_scaled_C in ("auto", "signal_share")):
+            raise ValueError(
+                f"noise_scaled_C must be True, False, 'signal_share' or 'auto', got {self.noise_scaled_C!r}"
+            )
+        penalties = tuple(self.auto_penalties) if isinstance(self.auto_penalties, (tuple, list)) else ()
+        if len(penalties) < 2 or len(set(penalties)) < len(penalties) or not set(penalties) <= set(PENALTIES):
+            raise ValueError(
+                f"auto_penalties must be at least two distinct rules from {PENALTIES}, got {self.auto_penalties!r}"
+            )
+        if not isinstance(self.auto_own_descent, bool):
+            raise ValueError(f"auto_own_descent must be True or False, got {self.auto_own_descent!r}")
         if not (isinstance(self.cv, numbers.Integral) and self.cv >= 2):
             raise ValueError(f"cv must be an integer >= 2 (number of folds), got {self.cv!r}")
         if not (isinstance(self.max_iter, numbers.Integral) and self.max_iter >= 1):
@@ -127,13 +167,17 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
                 f"got {self.min_outside_count!r}"
             )
 
-    def _svr(self, estimate: NoiseEstimate | None, noise_scaled_C: bool = True) -> SVR:
-        """The SVR of eq. (5) (C/σ) or with the plain penalty C, on the standardised response; ``None`` gives the
-        ε = 0 pilot."""
+    def _svr(self, estimate: NoiseEstimate | None, penalty: str = "C/sigma") -> SVR:
+        """The SVR of eq. (5) (C/σ), with the plain penalty C or with C·τ²/σ (eq. 8), on the standardised response;
+        ``None`` gives the ε = 0 pilot."""
         if estimate is None:
             return SVR(C=self.C, epsilon=0.0, **self._kernel_params())
-        penalty = self.C / estimate.sigma if noise_scaled_C else self.C
-        return SVR(C=penalty, epsilon=estimate.epsilon * estimate.sigma, **self._kernel_params())
+        scale = {
+            "C/sigma": 1.0 / estimate.sigma,
+            "C": 1.0,
+            "C*tau2/sigma": signal_share(estimate.epsilon, estimate.sigma) / estimate.sigma,
+        }[penalty]
+        return SVR(C=self.C * scale, epsilon=estimate.epsilon * estimate.sigma, **self._kernel_params())
 
     def _kernel_params(self) -> dict:
         return {"kernel": self.kernel, "degree": self.degree, "gamma": self.gamma, "coef0": self.coef0}
@@ -176,53 +220,62 @@ class WorkingLikelihoodSVR(RegressorMixin, BaseEstimator):
         else:
             folds = KFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
 
-        loop_scaled = self.noise_scaled_C is not False  # "auto" runs the (ε, σ) loop with eq. (5)
-
-        def residuals(estimate: NoiseEstimate | None, noise_scaled_C: bool = loop_scaled) -> NDArray[np.float64]:
-            svr = self._svr(estimate, noise_scaled_C)
+        def residuals(estimate: NoiseEstimate | None, penalty: str) -> NDArray[np.float64]:
+            svr = self._svr(estimate, penalty)
             return y_standardised - cross_val_predict(svr, X, y_standardised, cv=folds)
+
+        if self.noise_scaled_C != "auto":
+            candidates = [FIXED_PENALTY[self.noise_scaled_C]]
+        else:
+            candidates = list(self.auto_penalties)
+        # one descent per candidate with auto_own_descent, else the first candidate's descent serves all
+        descents = {rule: self._descend(residuals, rule) for rule in candidates[: None if self.auto_own_descent else 1]}
+        first = descents[candidates[0]]
+        cv_mse = {candidates[0]: float(np.mean(first.kept_residuals**2))}
+        for rule in candidates[1:]:  # eq. (7): same folds, the candidate penalties
+            own = descents.get(rule)
+            cv_mse[rule] = float(np.mean((own.kept_residuals if own else residuals(first.kept, rule)) ** 2))
+        self.penalty_ = min(candidates, key=lambda rule: cv_mse[rule])  # ties keep the earlier candidate
+        self.penalty_cv_mse_ = cv_mse if self.noise_scaled_C == "auto" else None
+        self.noise_scaled_C_ = self.penalty_ != "C"
+        descent = descents.get(self.penalty_, first)
+        kept = descent.kept
+        self.n_iter_ = len(descent.estimates)
+        self.estimates_ = descent.estimates
+        self.loss_curve_ = descent.losses
+        self.converged_ = descent.converged
+        self.epsilon_ = kept.epsilon
+        self.sigma_ = kept.sigma * self.y_scale_
+        self.svr_ = self._svr(kept, self.penalty_).fit(X, y_standardised)
+        return self
+
+    def _descend(self, residuals: Callable[[NoiseEstimate | None, str], NDArray[np.float64]], penalty: str) -> _Descent:
+        """Steps 2-4: pilot residuals, then estimates of (ε, σ) scored by J (eq. 6) until J stops improving."""
 
         def estimate_from(r: NDArray[np.float64]) -> NoiseEstimate:
             return fit_working_likelihood(r, self.min_outside_fraction, self.min_outside_count)
 
-        estimates = [estimate_from(residuals(None))]
+        estimates = [estimate_from(residuals(None, penalty))]
         scored: list[NDArray[np.float64]] = []  # cross-fitted residuals of each estimate's SVR
         losses: list[float] = []
         while True:
             current = estimates[-1]
-            scored.append(residuals(current))
-            losses.append(working_likelihood_loss(scored[-1], current.epsilon, current.sigma) / n_samples)  # eq. (6)
+            scored.append(residuals(current, penalty))
+            losses.append(working_likelihood_loss(scored[-1], current.epsilon, current.sigma) / len(scored[-1]))
             if len(losses) >= 2 and losses[-1] > losses[-2] - self.tol:
-                kept_at, self.converged_ = len(estimates) - 2, True
+                kept_at, converged = len(estimates) - 2, True
                 break
             if len(estimates) == self.max_iter:
-                kept_at, self.converged_ = len(estimates) - 1, False
+                kept_at, converged = len(estimates) - 1, False
                 warnings.warn(
                     f"stopped at max_iter={self.max_iter} (epsilon, sigma) estimates before the cross-validated "
                     "working loss stopped improving; increase max_iter or tol",
                     ConvergenceWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 break
             estimates.append(estimate_from(scored[-1]))
-
-        kept = estimates[kept_at]
-        self.n_iter_ = len(estimates)
-        self.estimates_ = estimates
-        self.loss_curve_ = losses
-        self.epsilon_ = kept.epsilon
-        self.sigma_ = kept.sigma * self.y_scale_
-        if self.noise_scaled_C == "auto":  # eq. (7): same folds, same (ε, σ), the two penalties
-            self.penalty_cv_mse_ = {
-                "C/sigma": float(np.mean(scored[kept_at] ** 2)),
-                "C": float(np.mean(residuals(kept, noise_scaled_C=False) ** 2)),
-            }
-            self.noise_scaled_C_ = self.penalty_cv_mse_["C/sigma"] <= self.penalty_cv_mse_["C"]
-        else:
-            self.penalty_cv_mse_ = None
-            self.noise_scaled_C_ = self.noise_scaled_C
-        self.svr_ = self._svr(kept, self.noise_scaled_C_).fit(X, y_standardised)
-        return self
+        return _Descent(estimates, losses, estimates[kept_at], scored[kept_at], converged)
 
     def predict(self, X: ArrayLike) -> NDArray[np.float64]:
         """Predictions of the final SVR, mapped back to the units of y."""

@@ -9,6 +9,8 @@ density and the estimator follow the implementer's reconstruction (``/work/share
                             is σ(e) = (T + sqrt(T² + 4nTe)) / (2n)
 - eq. (4) candidate set     the profile G(e, σ(e)) is concave between consecutive sorted |r_i|, so its
                             minimum lies in {0} ∪ {|r_i|}
+- eq. (8) signal share      τ² = max(floor, 1 - σ² v(ε)), v(ε) = (ε³/3 + ε² + 2ε + 2) / (1 + ε) the variance of
+                            eq. (1) at σ = 1, on a response of unit variance
 """
 
 from __future__ import annotations
@@ -62,6 +64,17 @@ class EpsilonLaplace(stats.rv_continuous):
 
 
 epsilon_laplace = EpsilonLaplace(name="epsilon_laplace", shapes="epsilon")
+
+
+def signal_share(epsilon: float, sigma: float, floor: float = 0.05) -> float:
+    """Signal share τ² of a unit-variance response whose noise follows eq. (1) with (ε, σ) (eq. 8).
+
+    The working density's variance σ² v(ε) is the noise share; the rest, floored at ``floor`` so that a penalty
+    proportional to τ² never vanishes, is the share of the regression function.
+    """
+    if sigma <= 0.0 or epsilon < 0.0 or not 0.0 < floor <= 1.0:
+        raise ValueError(f"need sigma > 0, epsilon >= 0 and floor in (0, 1], got {sigma=}, {epsilon=}, {floor=}")
+    return float(max(floor, 1.0 - sigma**2 * epsilon_laplace.var(epsilon)))
 
 
 def working_likelihood_loss(residuals: ArrayLike, epsilon: float, sigma: float) -> float:
