@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -204,6 +205,9 @@ def report(cells: Cells, args: argparse.Namespace, wall: float) -> None:
             row.pop(key, None)
         # the summary figures from the raw per-model accuracies, so a quoted figure is rounded once
         per_model = row["extra"]["per_model"]
+        params = row["extra"].get("debias_params") or {}
+        if "teacher" in params:  # the teacher's folder relative to the repository, not to this machine
+            params["teacher"] = os.path.relpath(params["teacher"], Path(__file__).resolve().parent.parent)
         row["mean"], row["std"] = mean_std(per_model["unbiased"])
         for group in ("aligned", "conflicting"):
             row["extra"][group], row["extra"][f"{group}_std"] = mean_std(per_model[group])
