@@ -32,7 +32,7 @@ CORESET_RULES = ("random", "herding", "kcenter", "kcenter-random")
 # depend on the CLI's defaults or the machine
 DISTILL_DEFAULTS = {"real_precision": "fp32", "compile": False}
 CELL_FIELDS = {"methods", "rows", "dataset", "ipc", "imbalance", "prune", "keep", "seeds", "iterations", "params",
-               "lr_schedule", "resample", "run", "evaluations"}
+               "lr_schedule", "resample", "run", "evaluations", "models"}
 TEACHER = "TEACHER"  # in a table's `evaluations`: `soft_labels: TEACHER`, `elf: {teacher: TEACHER}` name its teacher
 
 
@@ -263,8 +263,8 @@ def load_table(path: Path) -> Table:
                 fields.update(run=cell["run"], dataset=None)
             for method in cell.get("rows", methods):
                 for evaluation in evaluations:
-                    rows.append(_row(kind, method, methods, fields, seed, evaluation, num_models,
-                                     bool(cell.get("resample"))))
+                    rows.append(_row(kind, method, methods, fields, seed, evaluation,
+                                     int(cell.get("models", num_models)), bool(cell.get("resample"))))
     return Table(name, rows, config.get("paper", []), config.get("description", ""), teacher)
 
 

@@ -59,6 +59,11 @@ def test_a_table_config_expands_into_rows_groups_and_commands(tmp_path):
                            "--no-compile")
 
 
+def test_a_cell_can_set_its_own_number_of_models(tmp_path):
+    table = _table(tmp_path, TABLE.replace("rows: [dm],", "rows: [dm], models: 1,"))
+    assert [len(row.models) for row in table.rows] == [2, 2, 1, 1]
+
+
 def test_a_table_config_with_an_unknown_field_names_it(tmp_path):
     with pytest.raises(ValueError, match=r"unknown cell field\(s\) \['ipcs'\]"):
         _table(tmp_path, "dataset: digits\ncells:\n  - {methods: [dm], ipcs: [10]}\n")
