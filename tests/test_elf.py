@@ -193,3 +193,48 @@ def test_teacher_by_path(digits, small_set, tmp_path):
     other = dataset_info("fashion-mnist")
     with pytest.raises(ValueError, match="trained on digits"):
         elf_feature_network(type(digits)(other, digits.train, digits.test), config)
+
+
+def test_an_interrupted_elf_training_resumes_bit_for_bit_and_other_settings_are_refused(digits, small_set, tmp_path,
+                                                                                          monkeypatch):
+    from distillset.evaluate import protocol
+    from distillset.io import CheckpointMismatchError
+    from distillset.training import TrainingCheckpoint
+
+    config = EvalConfig(model="convnet3", epochs=4, num_models=1, batch_size=8, seed=2)
+    feature_net = get_network("convnet3", 1, 10, 8, seed=5)
+    elf = ELFConfig(feature_loss="l2", lambda_front=5, lambda_rear=1)
+    reference = evaluate_elf(small_set, digits, config, elf, feature_net=feature_net)
+
+    class Stop(Exception):
+        pass
+
+    def every_epoch(stem, identity):  # a checkpoint after every epoch instead of every 2 minutes
+        return TrainingCheckpoint(stem, identity, every_seconds=0)
+
+    real_compiled = protocol.compiled
+
+    def stop_in_epoch_three(net, cfg):  # 20 images, batch 8: 3 steps per epoch; stop at the 9th step
+        forward, calls = real_compiled(net, cfg), iter(range(8))
+
+        def stopping(x):
+            if next(calls, None) is None:
+                raise Stop
+            return forward(x)
+        return stopping
+
+    monkeypatch.setattr(protocol, "TrainingCheckpoint", every_epoch)
+    monkeypatch.setattr(protocol, "compiled", stop_in_epoch_three)
+    with pytest.raises(Stop):
+        evaluate_elf(small_set, digits, config, elf, feature_net=feature_net, checkpoint_dir=tmp_path)
+    assert (tmp_path / "model0.safetensors").is_file()  # the bridges and the network after epochs 0 and 1
+    monkeypatch.setattr(protocol, "compiled", real_compiled)
+    with pytest.raises(CheckpointMismatchError):  # other ELF settings: not this training's checkpoint
+        evaluate_elf(small_set, digits, config, ELFConfig(feature_loss="l2", lambda_front=1, lambda_rear=1),
+                     feature_net=feature_net, checkpoint_dir=tmp_path)
+    steps = []
+    real_loss = ELFLoss.__call__
+    monkeypatch.setattr(ELFLoss, "__call__", lambda self, *args: steps.append(1) or real_loss(self, *args))
+    resumed = evaluate_elf(small_set, digits, config, elf, feature_net=feature_net, checkpoint_dir=tmp_path)
+    assert len(steps) == 3 * 3  # epochs 2-4 of 0-4 only: it continued from the checkpoint after epoch 1
+    assert resumed.accuracies == reference.accuracies and resumed.per_class == reference.per_class

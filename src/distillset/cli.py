@@ -455,7 +455,8 @@ def evaluate(
             return evaluate_synthetic(images, splits.test, splits.info, config, device=dev,
                                       progress=ranks is None or ranks.is_writer, checkpoint_dir=checkpoint_dir,
                                       group=ranks, relabel=relabeller)
-        return evaluate_elf(images, splits, config, elf_config, device=dev, progress=True)
+        return evaluate_elf(images, splits, config, elf_config, device=dev, progress=True,
+                            checkpoint_dir=checkpoint_dir)
 
     for arch in architectures:
         key = evaluation_key(arch, epochs, count, seed, elf=elf_config is not None, precision=precision, suffix=(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -295,12 +296,15 @@ def evaluate_elf(
     progress: bool = False,
     on_model_done: Callable[[int, ModelResult], None] | None = None,
     feature_net: StagedNetwork | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> EvalResult:
     """:func:`~distillset.evaluate.evaluate_synthetic` with the ELF objective.
 
     Model ``i`` starts from the same weights and sees the same batches and augmentations as model ``i``
     of ``evaluate_synthetic`` with the same ``config``, so the two are paired; with both lambdas 0 and
     matching shapes the results are identical. ``feature_net`` skips loading the cached feature network.
+    ``checkpoint_dir`` makes it resumable as the plain protocol is (the bridges are part of the wrapped network,
+    the loss holds only the frozen features; the ELF settings are part of the checkpoint's identity).
     """
     config = config or EvalConfig()
     elf = elf or ELFConfig()
@@ -327,7 +331,8 @@ def evaluate_elf(
     result = evaluate_synthetic(
         synthetic, splits.test, info, config, device=device, progress=progress, on_model_done=on_model_done,
         wrap_network=lambda net, seed: ELFNetwork(net, split, front_shape, feature_shape, seed=seed),
-        extra_loss=loss,
+        extra_loss=loss, checkpoint_dir=checkpoint_dir,
+        variant={"elf": {k: v for k, v in elf_record.items() if k != "teacher"}},  # the teacher by its sha256
     )
     result.config["elf"] = elf_record
     return result

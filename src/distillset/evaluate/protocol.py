@@ -84,6 +84,7 @@ def evaluate_synthetic(
     checkpoint_dir: str | Path | None = None,
     group: RankGroup | None = None,
     relabel: Relabel | None = None,
+    variant: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Train ``config.num_models`` fresh networks on ``synthetic`` and test each on ``test``.
 
@@ -91,7 +92,8 @@ def evaluate_synthetic(
     and ``extra_loss`` let an evaluation variant (ELF) change the network and the loss while staying paired;
     ``relabel`` trains on a teacher's labels of every augmented batch instead of the set's labels.
     With ``checkpoint_dir`` the evaluation is resumable: each model's training is checkpointed there
-    (:class:`TrainingCheckpoint`, ``model<i>.*``), and a model tested by an earlier call is not trained again.
+    (:class:`TrainingCheckpoint`, ``model<i>.*``), and a model tested by an earlier call is not trained again;
+    ``variant`` (the settings of ``wrap_network`` / ``extra_loss``) is part of the checkpoint's identity.
     Under torchrun (``group``) rank ``r`` of ``W`` trains models ``r, r + W, ...`` and every rank returns all
     results; a model's seed does not depend on the rank, so the result is the single-process one.
     """
@@ -109,7 +111,7 @@ def evaluate_synthetic(
         net = net.to(device)
         checkpoint = None
         if checkpoint_dir is not None:
-            identity = training_identity(net, synthetic, config, generator, relabel)
+            identity = training_identity(net, synthetic, config, generator, relabel, variant)
             checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / f"model{model_index}", identity)
         model_result = checkpoint.finished() if checkpoint is not None else None
         if model_result is None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -83,13 +83,15 @@ class ModelResult:
 
 
 def training_identity(net: nn.Module, train: ImageSet, config: EvalConfig, generator: torch.Generator,
-                      relabel: Relabel | None = None) -> str:
+                      relabel: Relabel | None = None, variant: dict[str, Any] | None = None) -> str:
     """A digest of everything that determines a model's training: the settings (not ``num_models``), the
-    training set, the network's initial weights, the generator's state before the first draw and the relabelling
-    teacher, if any."""
+    training set, the network's initial weights, the generator's state before the first draw, the relabelling
+    teacher, if any, and the settings of an evaluation ``variant`` (JSON-serialisable, e.g. ELF's)."""
     settings = {k: v for k, v in asdict(config).items() if k != "num_models"}
     if relabel is not None:
         settings["relabel"] = {"teacher": relabel.identity, "temperature": relabel.temperature}
+    if variant is not None:
+        settings["variant"] = variant
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     tensors = [train.images, train.labels, generator.get_state(), *net.state_dict().values()]
     if train.soft_labels is not None:
