@@ -14,7 +14,8 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,19 @@ class Cells:
         value = {**value, "key": key, "commit": git_commit(), "machine": machine(),
                  "date": _dt.date.today().isoformat()}
         _atomic_write_text(self.dir / self._file(key), json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+    def computed(self, key: str, compute: Callable[[], Any], label: str) -> dict[str, Any]:
+        """The cell ``key``: read back when finished, else ``{"per_rep": compute(), "seconds": ...}`` stored first
+        (a rerun skips it); prints ``[label] key`` with its seconds or that it was skipped."""
+        cell = self.get(key)
+        if cell is not None:
+            print(f"[{label}] {key}: done, skipped", flush=True)
+            return cell
+        start = time.perf_counter()
+        self.put(key, {"per_rep": compute(), "seconds": time.perf_counter() - start})
+        cell = self.get(key)
+        print(f"[{label}] {key}: {cell['seconds']:.0f} s", flush=True)
+        return cell
 
     def all(self) -> list[dict[str, Any]]:
         if not self.dir.is_dir():

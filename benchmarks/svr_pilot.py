@@ -17,9 +17,9 @@ and (c) its mean CPU time is below 0.6× that of svr_cv_epsilon; of several such
 from __future__ import annotations
 
 import argparse
-import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -134,12 +134,7 @@ def main() -> None:
     compute_seconds = 0.0
     for index, (name, _, n_train) in enumerate(CELLS):
         key = f"{name}-n{n_train}-r{args.repetitions}-{tag}"
-        cell = cells.get(key)
-        if cell is None:
-            start = time.perf_counter()
-            cells.put(key, {"per_rep": run_cell(index, args.repetitions), "seconds": time.perf_counter() - start})
-            cell = cells.get(key)
-            print(f"[{NAME}] {key}: {cell['seconds']:.0f} s", flush=True)
+        cell = cells.computed(key, partial(run_cell, index, args.repetitions), NAME)
         compute_seconds += cell["seconds"]
         per_rep = cell["per_rep"]
         cv_rmse = np.array([r["rmse"] for r in per_rep["svr_cv_epsilon"]])

@@ -11,8 +11,8 @@ keyed by the methods' parameters and distillset/svr's source (``svr_simulations.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -88,14 +88,7 @@ def main() -> None:
     tag = methods_tag()
     for name in args.datasets:
         key = f"{name}-s{args.splits}-{tag}"
-        cell = cells.get(key)
-        if cell is None:
-            start = time.perf_counter()
-            cells.put(key, {"per_rep": run_dataset(name, args.splits), "seconds": time.perf_counter() - start})
-            cell = cells.get(key)
-            print(f"[{NAME}] {key}: {cell['seconds']:.0f} s", flush=True)
-        else:
-            print(f"[{NAME}] {key}: done, skipped", flush=True)
+        cell = cells.computed(key, partial(run_dataset, name, args.splits), NAME)
         compute_seconds += cell["seconds"]
         X, y = DATASETS[name][1]()
         n_train = len(y) - int(np.ceil(0.25 * len(y)))  # ShuffleSplit's training size

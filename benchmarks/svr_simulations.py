@@ -19,6 +19,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,15 +248,8 @@ def main() -> None:
             for sd in args.noise_sds:
                 for n_train in args.sizes:
                     key = f"{function}-{noise_kind}-sd{sd}-n{n_train}-r{args.repetitions}-{tag}"
-                    cell = cells.get(key)
-                    if cell is None:
-                        start = time.perf_counter()
-                        per_rep = run_cell(function, noise_kind, sd, n_train, args.repetitions)
-                        cells.put(key, {"per_rep": per_rep, "seconds": time.perf_counter() - start})
-                        cell = cells.get(key)
-                        print(f"[{NAME}] {key}: {cell['seconds']:.0f} s", flush=True)
-                    else:
-                        print(f"[{NAME}] {key}: done, skipped", flush=True)
+                    cell = cells.computed(
+                        key, partial(run_cell, function, noise_kind, sd, n_train, args.repetitions), NAME)
                     compute_seconds += cell["seconds"]
                     true_epsilon = TRUE_WORKING_EPSILON if noise_kind == "eps-laplace" else None
                     base = {

@@ -122,6 +122,13 @@ def test_objective_params_label_rows_run_with_param():
     assert common.objective_params({"seed": 0}) == ""
 
 
+def test_a_computed_cell_is_stored_with_its_seconds_and_not_computed_again(tmp_path):
+    cells, calls = common.Cells("t", root=tmp_path), []
+    first = cells.computed("a", lambda: calls.append(1) or [1, 2], "t")
+    again = cells.computed("a", lambda: calls.append(1) or [3], "t")
+    assert calls == [1] and first["per_rep"] == again["per_rep"] == [1, 2] and first["seconds"] >= 0
+
+
 def test_write_results_writes_the_json_and_markdown(tmp_path):
     common.write_results("t", "python b.py", [{"method": "dm"}], [], 1.04, markdown="table\n", results=tmp_path)
     result = json.loads((tmp_path / "t.json").read_text())
