@@ -162,7 +162,7 @@ def run_cell(cells: Cells, splits: BiasedSplits, args: argparse.Namespace, ipc: 
         if saved:
             synthetic, manifest = load_run(run_dir)
             seconds = manifest["wall_seconds"]
-            extra = {**manifest.get("extra", {}).get("setup", {}), **extra}
+            extra = {**manifest.get("setup", {}), **extra}  # save_run keeps its extra fields at the top level
         else:
             assert distiller is not None
             synthetic = distiller.run(resume=True)
