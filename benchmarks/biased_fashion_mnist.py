@@ -133,7 +133,7 @@ def kde_teacher(splits: BiasedSplits, args: argparse.Namespace, rho: float) -> d
 
 
 def run_cell(cells: Cells, splits: BiasedSplits, args: argparse.Namespace, ipc: int, rho: float) -> None:
-    kde = {**kde_params(args.kde), **kde_teacher(splits, args, rho)} if "kde" in " ".join(args.only) else {}
+    kde = {**kde_params(args.kde), **kde_teacher(splits, args, rho)} if any("kde" in m for m in args.only) else {}
     debias = {"-kde": ("kde", kde), "": ("none", {})}  # re-weighting first: the row in question
     for suffix, (method, params) in debias.items():
         keys = {name: f"ipc{ipc}-rho{rho}-{name}{suffix}-{scale_key(args)}" for name in ("random", "dm")}
@@ -174,6 +174,11 @@ def run_cell(cells: Cells, splits: BiasedSplits, args: argparse.Namespace, ipc: 
                      {**extra, "distill_seconds": round(seconds, 1)})
 
 
+def kde_settings(row: dict[str, Any]) -> str:
+    """A row's KDE settings as a key (rows of other embeddings are other sets)."""
+    return json.dumps(row["extra"].get("debias_params", {}), sort_keys=True)
+
+
 def largest_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per set and scale, the row with the most models (a rerun with more models reuses the earlier ones, so the
     smaller rows are subsets of it); set-up fields missing from it (KDE weight share: recorded where the weights
@@ -181,7 +186,7 @@ def largest_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def same_set(row: dict[str, Any]) -> tuple:
         extra = row["extra"]
         return (row["ipc"], extra["rho"], row["method"], row["iterations"], row["epochs"], extra["batch_real"],
-                extra["severity"], json.dumps(extra.get("debias_params", {}), sort_keys=True))
+                extra["severity"], kde_settings(row))
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(same_set(row), []).append(row)
@@ -234,8 +239,8 @@ def report(cells: Cells, args: argparse.Namespace, wall: float) -> None:
 def compute_seconds(rows: list[dict[str, Any]]) -> float:
     """The compute behind the rows as they record it: every evaluation, every distillation and each run's set-up
     (KDE weights) once; the wall time of a ``--report-only`` call is none of it."""
-    setups = {(r["ipc"], r["extra"]["rho"], "kde" in r["method"], json.dumps(r["extra"].get("debias_params", {}),
-               sort_keys=True)): r["extra"].get("setup_seconds", 0.0) for r in rows}
+    setups = {(r["ipc"], r["extra"]["rho"], "kde" in r["method"], kde_settings(r)): r["extra"].get("setup_seconds", 0.0)
+              for r in rows}
     return round(sum(r["extra"].get("eval_seconds", 0.0) + r["extra"].get("distill_seconds", 0.0) for r in rows)
                  + sum(setups.values()), 1)
 
