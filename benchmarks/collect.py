@@ -2,6 +2,11 @@
 
     python benchmarks/collect.py benchmarks/tables/dm_digits.yaml --work benchmarks/work --results benchmarks/results
 
+With ``--merge`` only the rows whose models are all finished are collected, and they replace (or join) the rows
+of the same method, IPC, model, learning-rate schedule, labels and ELF settings in the existing result file;
+its other rows are kept with the commands behind them (a new cell of a table whose older rows came from
+another command).
+
 Each row: mean and population std (as the reference code reports) of its models' final-epoch accuracies, kept
 unrounded (tables round once, from these values), the models' accuracies and mean per-class accuracy, the
 seconds spent building its set(s) and training its models, and every command behind it (``extra.commands``).
@@ -61,6 +66,21 @@ def result_row(row: Row, work: Path, recorded_work: str) -> dict[str, Any]:
             "epochs": evaluation.epochs, "extra": extra}
 
 
+def row_key(row: dict[str, Any]) -> str:
+    """What tells two rows of a result file apart: an updated row replaces the row with its key."""
+    extra = row["extra"]
+    return json.dumps([row["method"], row["ipc"], row["model"], extra.get("lr_schedule", "constant"),
+                       extra.get("labels", {}).get("labels", "hard"), extra.get("elf_config"),
+                       extra.get("imbalance"), extra.get("prune"), extra.get("keep"), objective_params(extra)],
+                      sort_keys=True)
+
+
+def merge_rows(earlier: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``earlier`` without the rows that ``rows`` replace, then ``rows``."""
+    replaced = {row_key(row) for row in rows}
+    return [row for row in earlier if row_key(row) not in replaced] + rows
+
+
 def markdown(rows: list[dict[str, Any]], paper: list[dict[str, Any]]) -> str:
     """The table: mean ± std rounded once from the row's values; columns that differ between rows only."""
     columns = ["method", "model", "ipc", "imbalance", "real pool", "params", "seed", "iterations", "accuracy",
@@ -97,12 +117,26 @@ def main() -> None:
     parser.add_argument("--work", default="benchmarks/work", help="the workflow's work folder")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--command", required=True, help="the command that made the table (recorded)")
+    parser.add_argument("--merge", action="store_true",
+                        help="collect the finished rows only and merge them into the existing result file")
     args = parser.parse_args()
     table = load_table(args.table)
-    rows = [result_row(row, Path(args.work), args.work) for row in table.rows]
+    work = Path(args.work)
+    rows = [result_row(row, work, args.work) for row in table.rows
+            if not args.merge or all((work / model.path / "evaluation.json").is_file() for model in row.models)]
     seconds = sum(row["extra"]["build_seconds"] + row["extra"]["eval_seconds"] for row in rows)
-    md = (table.description.strip() + "\n\n" if table.description else "") + markdown(rows, table.paper)
-    path = write_results(table.name, args.command, rows, table.paper, seconds, md, results=args.results)
+    md = (table.description.strip() + "\n\n" if table.description else "")
+    extra = None
+    existing = args.results / f"{table.name}.json"
+    if args.merge and existing.is_file():
+        earlier = json.loads(existing.read_text())
+        commands = list(dict.fromkeys([*earlier.get("commands", [earlier["command"]]), args.command]))
+        rows = merge_rows(earlier["rows"], rows)
+        seconds += earlier["wall_seconds"]
+        extra = {"commands": commands}
+        md += "Commands behind the rows:\n\n" + "".join(f"- `{command}`\n" for command in commands) + "\n"
+    md += markdown(rows, table.paper)
+    path = write_results(table.name, args.command, rows, table.paper, seconds, md, extra, results=args.results)
     print(f"wrote {path}")
 
 

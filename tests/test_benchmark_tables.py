@@ -167,3 +167,27 @@ def test_longtail_figure_computes_its_two_bars_and_draws(tmp_path):
                                            "drop_from_0.1_to_smallest": {"dm": 10.0, "csdm": 5.0}}
     longtail_figure.plot(table, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_collect_merge_adds_the_finished_rows_and_keeps_the_files_other_rows(tmp_path, monkeypatch):
+    table_path = tmp_path / "digits_table.yaml"
+    table_path.write_text(TABLE)
+    table = plan.load_table(table_path)
+    random1, random10, dm_hyperbolic, dm_random = table.rows
+    for row, accuracy in ((dm_hyperbolic, 80.0), (random1, 50.0)):
+        _records(tmp_path / "w", row, [accuracy, accuracy + 2])
+    earlier = collect.result_row(dm_hyperbolic, tmp_path / "w", "W")  # replaced: same key
+    kept = {**earlier, "method": "cfm", "extra": {"build_seconds": 1.0, "commands": ["old command"]}}
+    common.write_results("digits_table", "old command", [kept, earlier], [], 100.0, results=tmp_path)
+    (tmp_path / "w" / dm_hyperbolic.models[0].path / "evaluation.json").write_text(json.dumps(
+        {"m": {"accuracies": [90.0], "per_class": [90.0] * 10, "train_seconds": [1.5]}}))
+    monkeypatch.setattr(sys, "argv", ["collect.py", str(table_path), "--work", str(tmp_path / "w"),
+                                      "--results", str(tmp_path), "--command", "new command", "--merge"])
+    collect.main()
+    written = json.loads((tmp_path / "digits_table.json").read_text())
+    # the unfinished rows (random IPC 10, dm on the random-pruned pool) are left out, the old cfm row is kept
+    assert [(r["method"], r["ipc"], r["mean"]) for r in written["rows"]] == [
+        ("cfm", 10, 81.0), ("random", 1, 51.0), ("dm", 10, 86.0)]
+    assert written["commands"] == ["old command", "new command"]
+    assert written["wall_seconds"] == 100.0 + 2.0 + 3.0 + 2 * 2.0 + 3.0
+    assert "- `old command`" in (tmp_path / "digits_table.md").read_text()
