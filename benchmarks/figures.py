@@ -18,7 +18,7 @@ import json
 import re
 import statistics
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -269,8 +269,62 @@ def doc_tables(results: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
         [label, r.acc("cross_arch_elf", model=model, elf=False), cell("cross_arch_elf", model=model, elf=True)]
         for label, model in (("ConvNet-3 (the distillation architecture)", "convnet3"), ("ResNet-18", "resnet18"),
                              ("ResNetAP-10", "resnetap10"))])
-    return {"coreset": coreset, "pruning": pruning, "cross-arch": cross,
-            "longtail": _table(["ρ", "random", "DM", "CSDM", "CSDM − DM", "DM+HDD"], longtail)}
+    tables = {"coreset": coreset, "pruning": pruning, "cross-arch": cross,
+              "longtail": _table(["ρ", "random", "DM", "CSDM", "CSDM − DM", "DM+HDD"], longtail)}
+    if "cross_arch_elf_teacher" in results:
+        tables["cross-arch-teacher"] = elf_teacher_table(results["cross_arch_elf_teacher"]["rows"])
+    if "cfm_teacher_fashion_mnist" in results:
+        tables["cfm-teacher"] = cfm_teacher_table(results["cfm_teacher_fashion_mnist"]["rows"])
+    return tables
+
+
+def _single_cell(rows: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool], with_n: bool = False) -> str:
+    """``mean ± std`` of the one row that ``keep`` selects ("—" for none), with its n if asked."""
+    found = [row for row in rows if keep(row)]
+    if not found:
+        return "—"
+    (row,) = found
+    mean, std = raw(row)
+    return f"{mean:.1f} ± {std:.1f}" + (f" (n = {row['n']})" if with_n else "")
+
+
+def elf_settings(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A row's ELF feature target and λ_front (None without ELF)."""
+    if not row["extra"].get("elf"):
+        return None
+    config = row["extra"]["elf_config"]
+    return {"feature_target": config.get("feature_target", "raw"), "lambda_front": config.get("lambda_front", 1)}
+
+
+def elf_teacher_table(rows: list[dict[str, Any]]) -> list[str]:
+    """cross_arch_elf_teacher: per evaluation net, plain / with ELF / ELF without the front term, with n."""
+    normalized = {"feature_target": "normalized", "lambda_front": 1}
+    plain = {"feature_target": "raw", "lambda_front": 1}
+    lines = [("ConvNet-3 (the distillation architecture)", "convnet3", plain),
+             ("ResNet-18, BatchNorm (`resnet18`)", "resnet18", plain),
+             ("ResNet-18, instance norm (`resnet18-in`)", "resnet18-in", plain),
+             ("ResNetAP-10, channel-normalised targets", "resnetap10", normalized),
+             ("ResNetAP-10, raw targets", "resnetap10", plain)]
+    return _table(["evaluation net", "plain", "with ELF", "ELF, λ_front = 0"], [
+        [label, *(_single_cell(rows, lambda row, m=model, e=wanted: row["model"] == m and elf_settings(row) == e, True)
+                  for wanted in (None, elf, {**elf, "lambda_front": 0}))]
+        for label, model, elf in lines])
+
+
+def cfm_teacher_table(rows: list[dict[str, Any]]) -> list[str]:
+    """cfm_teacher_fashion_mnist: per set and IPC, hard- and soft-label accuracy."""
+    labels = {"cfm-teacher": "`cfm-teacher`", "lowpass-teacher": "`lowpass-teacher` (β = 0.1)",
+              "highpass-teacher": "`highpass-teacher` (β = 1e-3)", "dm-teacher": "`dm-teacher` (identity filter)",
+              "dm": "`dm` (published set, random networks, 2000 iterations)"}
+
+    def cell(method: str, ipc: int, kind: str) -> str:
+        return _single_cell(rows, lambda row: (row["method"], row["ipc"]) == (method, ipc)
+                            and row["extra"].get("labels", {}).get("labels", "hard") == kind)
+
+    ipcs = sorted({row["ipc"] for row in rows})
+    header = ["set", *(f"IPC {ipc}, {kind}" for ipc in ipcs for kind in ("hard labels", "soft labels (augmented)"))]
+    return _table(header, [[label, *(cell(method, ipc, kind) for ipc in ipcs for kind in ("hard", "soft"))]
+                           for method, label in labels.items()])
 
 
 def doc_markers(name: str) -> tuple[str, str]:
