@@ -52,3 +52,31 @@ def test_a_generated_block_is_replaced_between_its_markers():
     assert figures.replace_block(f"a {start} old {end} b", "NEW", (start, end)) == "a NEW b"
     with pytest.raises(ValueError, match="lacks the markers"):
         figures.replace_block("no markers", "NEW")
+
+
+def _row(model: str, mean: float, n: int = 3, **elf: object) -> dict:
+    extra = {"accuracies": [mean] * n}
+    if elf:
+        extra.update(elf=True, elf_config={"teacher": "T", **elf})
+    return {"model": model, "method": "dm", "ipc": 10, "mean": mean, "std": 0.0, "n": n, "extra": extra}
+
+
+def test_the_teacher_elf_table_puts_each_row_under_its_elf_settings():
+    rows = [_row("resnetap10", 80.0), _row("resnetap10", 81.0, feature_target="normalized"),
+            _row("resnetap10", 70.0, n=1), _row("resnetap10", 75.0, n=1, feature_target="normalized", lambda_front=0)]
+    rows[2]["extra"].update(elf=True, elf_config={"teacher": "T"})  # raw targets, the default
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in figures.elf_teacher_table(rows)}
+    assert lines["ResNetAP-10, channel-normalised targets"].endswith(
+        "| 80.0 ± 0.0 (n = 3) | 81.0 ± 0.0 (n = 3) | 75.0 ± 0.0 (n = 1) |")
+    assert lines["ResNetAP-10, raw targets"].endswith("| 80.0 ± 0.0 (n = 3) | 70.0 ± 0.0 (n = 1) | — |")
+    assert lines["ConvNet-3 (the distillation architecture)"].endswith("| — | — | — |")
+
+
+def test_the_cfm_teacher_table_has_hard_and_soft_columns_per_ipc():
+    hard = {**_row("convnet3", 77.0), "method": "cfm-teacher"}
+    soft = {**hard, "mean": 78.5, "extra": {"labels": {"labels": "soft"}}}
+    other_ipc = {**hard, "ipc": 50, "mean": 85.0}
+    header, _, cfm, *rest = figures.cfm_teacher_table([hard, soft, other_ipc])
+    assert header.count("IPC 10") == 2 and header.count("IPC 50") == 2
+    assert cfm == "| `cfm-teacher` | 77.0 ± 0.0 | 78.5 ± 0.0 | 85.0 ± 0.0 | — |"
+    assert all(line.endswith("| — | — | — | — |") for line in rest)
