@@ -91,7 +91,11 @@ def markdown(rows: list[dict[str, Any]], paper: list[dict[str, Any]]) -> str:
         labels = extra.get("labels", {})
         soft = f" (soft labels, {labels.get('relabel', 'fixed')})" if labels.get("labels") == "soft" else ""
         schedule = f" (lr {extra['lr_schedule']})" if "lr_schedule" in extra else ""
-        entry = {"method": row["method"] + schedule + (" + ELF" if extra.get("elf") else "") + soft,
+        elf = ""
+        if extra.get("elf"):
+            settings = ", ".join(f"{k}={v}" for k, v in sorted(extra["elf_config"].items()) if k != "teacher")
+            elf = f" + ELF ({settings})" if settings else " + ELF"
+        entry = {"method": row["method"] + schedule + elf + soft,
                  "model": row["model"],
                  "ipc": row["ipc"], "imbalance": extra.get("imbalance", ""),
                  "real pool": f"{extra['prune']} {extra['keep']:.0%}" if "prune" in extra else "full",

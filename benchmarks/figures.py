@@ -135,6 +135,11 @@ def readme_lines(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     cross = [r.acc("cross_arch_elf", model=m, elf=False) for m in ("convnet3", "resnet18", "resnetap10")]
     cross_elf = [r.acc("cross_arch_elf", model=m, elf=True) for m in ("resnet18", "resnetap10")]
     digits = "dm_digits"
+    elf_table = "cross_arch_elf_teacher"
+    rows = results[elf_table]["rows"]
+    elf_rows = [(model, lambda row, m=model, t=target: row["model"] == m
+                 and elf_settings(row) == {"feature_target": t, "lambda_front": 1})
+                for model, target in (("convnet3", "raw"), ("resnet18-in", "raw"), ("resnetap10", "normalized"))]
     return [
         ("digits (scikit-learn, 8×8) IPC 10, ConvNet-3, 200 iterations, 3 models × 300 epochs: DM / DM+HDD / random / "
          "herding (the small table one Snakemake command reproduces, benchmarks/README.md)",
@@ -197,6 +202,11 @@ def readme_lines(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
         ("cross-architecture, DM IPC 10 set (3 models each): ConvNet-3 / ResNet-18 / ResNetAP-10; with ELF",
          f"{' / '.join(cross)}; ELF {' / '.join(cross_elf)} (lower here: weak CPU-trained feature net, "
          "docs/evaluation.md)", "no readable ELF table"),
+        ("ELF the reference way: features of a trained teacher (ConvNet-3 w128, DSA, "
+         f"{r.mean('teachers', 2, dataset='fashion-mnist')} %), same set, 300 epochs, 3 models each: ConvNet-3 / "
+         "ResNet-18 (instance norm) / ResNetAP-10 (normalised targets), plain → ELF",
+         " / ".join(f"{r.acc(elf_table, model=model, elf=None)} → {_single_cell(rows, selected)}"
+                    for model, selected in elf_rows), "no readable ELF table"),
         (f"one 1000-epoch evaluation, 100 images + 10k test (n = {fast['n']})",
          f"{fast['mean']:.1f} ± {fast['std']:.1f} s with bf16 + compile",
          f"target ≤ 180 s; fp32 reference configuration {fp32['mean']:.1f} ± {fp32['std']:.1f} s"),
