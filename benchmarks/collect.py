@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import markdown_table, mean_std, objective_params, write_results
+from common import elf_label, markdown_table, mean_std, objective_params, write_results
 from plan import Row, iter_commands, load_table
 
 
@@ -91,10 +91,7 @@ def markdown(rows: list[dict[str, Any]], paper: list[dict[str, Any]]) -> str:
         labels = extra.get("labels", {})
         soft = f" (soft labels, {labels.get('relabel', 'fixed')})" if labels.get("labels") == "soft" else ""
         schedule = f" (lr {extra['lr_schedule']})" if "lr_schedule" in extra else ""
-        elf = ""
-        if extra.get("elf"):
-            settings = ", ".join(f"{k}={v}" for k, v in sorted(extra["elf_config"].items()) if k != "teacher")
-            elf = f" + ELF ({settings})" if settings else " + ELF"
+        elf = f" + {elf_label(extra)}" if extra.get("elf") else ""
         entry = {"method": row["method"] + schedule + elf + soft,
                  "model": row["model"],
                  "ipc": row["ipc"], "imbalance": extra.get("imbalance", ""),

@@ -154,6 +154,20 @@ def objective_params(extra: dict[str, Any]) -> str:
     return ", ".join(f"{k[len('param_'):]}={v}" for k, v in sorted(extra.items()) if k.startswith("param_"))
 
 
+ELF_DEFAULTS = {"feature_loss": "ce", "feature_target": "raw", "lambda_front": 1, "lambda_rear": 1}
+
+
+def elf_label(extra: dict[str, Any]) -> str:
+    """A row's ELF setting: "" without ELF, else ``ELF`` and its loss settings that differ from ELFConfig's
+    defaults, e.g. ``ELF (feature_target=normalized, lambda_front=0)``."""
+    if not extra.get("elf"):
+        return ""
+    config = extra.get("elf_config", {})
+    settings = ", ".join(f"{k}={config[k]}" for k, default in ELF_DEFAULTS.items()
+                         if k in config and config[k] != default)
+    return f"ELF ({settings})" if settings else "ELF"
+
+
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
     """Mean and population std (``np.std``, as the reference code reports)."""
     values = list(values)

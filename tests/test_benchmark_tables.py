@@ -191,3 +191,12 @@ def test_collect_merge_adds_the_finished_rows_and_keeps_the_files_other_rows(tmp
     assert written["commands"] == ["old command", "new command"]
     assert written["wall_seconds"] == 100.0 + 2.0 + 3.0 + 2 * 2.0 + 3.0
     assert "- `old command`" in (tmp_path / "digits_table.md").read_text()
+
+
+def test_elf_label_names_the_settings_that_differ_from_elfs_defaults():
+    assert common.elf_label({}) == ""
+    assert common.elf_label({"elf": True, "elf_config": {"teacher": "T", "lambda_front": 1.0, "feature_width": 512}}) \
+        == "ELF"
+    assert common.elf_label({"elf": True, "elf_config": {"teacher": "T", "feature_target": "normalized",
+                                                         "lambda_front": 0}}) \
+        == "ELF (feature_target=normalized, lambda_front=0)"
