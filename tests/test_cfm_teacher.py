@@ -19,6 +19,7 @@ from distillset.engine.teacher_matching import (
 )
 from distillset.io import CheckpointMismatchError
 from distillset.objectives.unidd import IdentityFilter, RidgeFilter
+from distillset.runtime import compile_failure
 from distillset.training.teachers import make_recipe, train_teacher
 
 
@@ -86,6 +87,16 @@ def test_joint_batches_equal_separate_runs(teacher, digits):
     joint, _ = distill_with_teacher(digits.train, digits.info, teacher.net, two)
     assert torch.equal(joint.labels[:10], torch.arange(10)) and torch.equal(joint.labels[10:], torch.arange(10))
     assert torch.allclose(joint.images[:10], alone.images, atol=1e-5)
+
+
+def test_compiled_loss_recovers_the_eager_images(teacher, digits):
+    """``compile=True`` (the CLI's default) runs the same loss through torch.compile: same images up to float
+    rounding."""
+    config = TeacherMatchingConfig("cfm-teacher", ipc=2, iterations=3, real_images=200)
+    eager, _ = distill_with_teacher(digits.train, digits.info, teacher.net, config)
+    compiled, _ = distill_with_teacher(digits.train, digits.info, teacher.net, config, compile=True)
+    assert compile_failure() is None
+    assert torch.allclose(compiled.images, eager.images, atol=1e-4)
 
 
 def test_matching_reduces_the_statistics_distance(teacher, digits):

@@ -280,7 +280,7 @@ def distill(
         _fail(f"--method '{method}' must name one method or a comma list of different methods")
     if teacher is not None or any(name.endswith("-teacher") for name in methods):
         _distill_with_teacher(methods, teacher, dataset=dataset, ipc=ipc, iterations=iterations, init=init,
-                              param=param, out=out, seed=seed, device=device, data_root=data_root)
+                              param=param, out=out, seed=seed, device=device, data_root=data_root, compile=compile)
         return
 
     dev, group = _ranks(device, deterministic)
@@ -696,9 +696,10 @@ def report(
 
 def _distill_with_teacher(methods: list[str], teacher_path: Path | None, *, dataset: str, ipc: int, iterations: int,
                           init: str, param: list[str] | None, out: Path, seed: int, device: str,
-                          data_root: Path | None) -> None:
+                          data_root: Path | None, compile: bool | None) -> None:
     """``distill --method cfm-teacher|lowpass-teacher|highpass-teacher|dm-teacher --teacher T``: the decoupled
-    pipeline (resumable: its checkpoint is out/<method>/checkpoint.safetensors)."""
+    pipeline (resumable: its checkpoint is out/<method>/checkpoint.safetensors; fp32, compiled unless
+    ``--no-compile``)."""
     from distillset.engine.teacher_matching import TEACHER_METHODS, TeacherMatchingConfig, distill_with_teacher
     from distillset.training.teachers import load_teacher
 
@@ -706,6 +707,7 @@ def _distill_with_teacher(methods: list[str], teacher_path: Path | None, *, data
         _fail(f"--teacher goes with the methods {', '.join(TEACHER_METHODS)} (and they need it); got --method "
               f"{','.join(methods)}{'' if teacher_path else ' without --teacher'}")
     dev = _device(device)
+    _, compile = _speed("fp32", compile, dev)
     try:
         teacher = load_teacher(teacher_path, device=dev)
     except ArtifactError as exc:
@@ -724,7 +726,8 @@ def _distill_with_teacher(methods: list[str], teacher_path: Path | None, *, data
                 continue
             synthetic, log = distill_with_teacher(splits.train, splits.info, teacher.net, config,
                                                   teacher_sha256=teacher.manifest["sha256"],
-                                                  checkpoint=RunDir(run_dir).checkpoint, device=dev, progress=True)
+                                                  checkpoint=RunDir(run_dir).checkpoint, device=dev,
+                                                  compile=compile, progress=True)
         except KeyboardInterrupt:
             typer.echo(f"\ninterrupted: checkpoint saved in {run_dir}; rerun the same command to continue", err=True)
             raise typer.Exit(code=130) from None
@@ -732,7 +735,7 @@ def _distill_with_teacher(methods: list[str], teacher_path: Path | None, *, data
             _fail(str(exc))
         save_run(run_dir, synthetic, method=name, dataset=dataset, ipc=ipc, seed=seed, config=asdict(config),
                  wall_seconds=log["seconds"],
-                 extra={"kind": "distilled", "final_log": log, "runtime": runtime_record(dev, "fp32", False),
+                 extra={"kind": "distilled", "final_log": log, "runtime": runtime_record(dev, "fp32", compile),
                         "teacher": {"path": str(teacher.path), "sha256": teacher.manifest["sha256"],
                                     "test_accuracy": teacher.test_accuracy}})
         typer.echo(f"saved {len(synthetic)} images to {run_dir}; evaluate with soft labels: distillset evaluate "

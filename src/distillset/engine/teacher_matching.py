@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from distillset.data.base import DatasetInfo, ImageSet
 from distillset.io import ArtifactError, CheckpointMismatchError, atomic_save_tensors
 from distillset.objectives.unidd import IdentityFilter, RidgeFilter, SpectralFilter
+from distillset.runtime import compile_or_eager
 
 TEACHER_METHODS = ("cfm-teacher", "lowpass-teacher", "highpass-teacher", "dm-teacher")
 
@@ -202,10 +203,13 @@ def distill_with_teacher(
     checkpoint: str | Path | None = None,
     checkpoint_seconds: float = 300.0,
     device: str | torch.device = "cpu",
+    compile: bool = False,
     progress: bool = False,
 ) -> tuple[ImageSet, dict[str, float]]:
     """Recover ``config.ipc`` images per class against ``teacher`` (frozen). With ``checkpoint`` the run saves
     its images, Adam state and step there (at most every ``checkpoint_seconds``) and resumes from it.
+    ``compile`` runs the loss (teacher forward + statistics) through ``torch.compile`` (eager where compilation
+    fails); the settings, and so a checkpoint's identity, do not depend on it.
     Returns the set (hard labels; soft labels are an evaluation option) and the last log entry."""
     device = torch.device(device)
     teacher = teacher.to(device).eval()
@@ -228,10 +232,11 @@ def distill_with_teacher(
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
     if checkpoint_path is not None and checkpoint_path.is_file():
         first, earlier_seconds = _restore(checkpoint_path, identity, images, optimizer, schedule)
+    losses = compile_or_eager(batch_losses, compile)
     log: dict[str, float] = {}
     last_save = time.perf_counter()
     for step in tqdm(range(first, config.iterations), desc=config.method, disable=not progress, leave=False):
-        loss, log = batch_losses(teacher, images, labels, real_stats, filters, config.eta)
+        loss, log = losses(teacher, images, labels, real_stats, filters, config.eta)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the {config.method} loss became {loss.item()} at step {step}; lower lr")
         optimizer.zero_grad(set_to_none=True)
