@@ -89,6 +89,7 @@ def test_joint_batches_equal_separate_runs(teacher, digits):
     assert torch.allclose(joint.images[:10], alone.images, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inside torch
 def test_compiled_loss_recovers_the_eager_images(teacher, digits):
     """``compile=True`` (the CLI's default) runs the same loss through torch.compile: same images up to float
     rounding."""
