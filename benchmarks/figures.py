@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, ROOT, mean_std
+from common import ELF_DEFAULTS, RESULTS, ROOT, mean_std
 
 README = ROOT.parent / "README.md"
 DOCS = ROOT.parent / "docs"
@@ -304,7 +304,7 @@ def elf_settings(row: dict[str, Any]) -> dict[str, Any] | None:
     if not row["extra"].get("elf"):
         return None
     config = row["extra"]["elf_config"]
-    return {"feature_target": config.get("feature_target", "raw"), "lambda_front": config.get("lambda_front", 1)}
+    return {key: config.get(key, ELF_DEFAULTS[key]) for key in ("feature_target", "lambda_front")}
 
 
 def elf_teacher_table(rows: list[dict[str, Any]]) -> list[str]:

@@ -46,11 +46,16 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _compiles(compile: bool | None) -> bool:
+    """Whether to compile: ``--compile/--no-compile`` when given, else the default (on unless DISTILLSET_COMPILE)."""
+    return default_compile() if compile is None else compile
+
+
 def _speed(precision: str, compile: bool | None, device: torch.device) -> tuple[str, bool]:
     """The precision that runs on ``device`` (``auto`` resolved) and whether to compile (default: on)."""
     if precision not in PRECISIONS:
         _fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return resolve_precision(precision, device), default_compile() if compile is None else compile
+    return resolve_precision(precision, device), _compiles(compile)
 
 
 def _ranks(device: str, deterministic: bool):
@@ -707,7 +712,7 @@ def _distill_with_teacher(methods: list[str], teacher_path: Path | None, *, data
         _fail(f"--teacher goes with the methods {', '.join(TEACHER_METHODS)} (and they need it); got --method "
               f"{','.join(methods)}{'' if teacher_path else ' without --teacher'}")
     dev = _device(device)
-    _, compile = _speed("fp32", compile, dev)
+    compile = _compiles(compile)
     try:
         teacher = load_teacher(teacher_path, device=dev)
     except ArtifactError as exc:
