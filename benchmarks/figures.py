@@ -332,8 +332,14 @@ def cfm_teacher_table(rows: list[dict[str, Any]]) -> list[str]:
         return _single_cell(rows, lambda row: (row["method"], row["ipc"]) == (method, ipc)
                             and row["extra"].get("labels", {}).get("labels", "hard") == kind)
 
+    def steps(ipc: int) -> str:
+        """The teacher-recovered sets' steps per IPC batch at this IPC (the dm row has its own)."""
+        return "/".join(str(n) for n in sorted({row["iterations"] for row in rows
+                                                 if row["ipc"] == ipc and row["method"] != "dm"}))
+
     ipcs = sorted({row["ipc"] for row in rows})
-    header = ["set", *(f"IPC {ipc}, {kind}" for ipc in ipcs for kind in ("hard labels", "soft labels (augmented)"))]
+    header = ["set", *(f"IPC {ipc} ({steps(ipc)} steps), {kind}" for ipc in ipcs
+                       for kind in ("hard labels", "soft labels (augmented)"))]
     return _table(header, [[label, *(cell(method, ipc, kind) for ipc in ipcs for kind in ("hard", "soft"))]
                            for method, label in labels.items()])
 
