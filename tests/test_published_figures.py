@@ -73,10 +73,13 @@ def test_the_teacher_elf_table_puts_each_row_under_its_elf_settings():
 
 
 def test_the_cfm_teacher_table_has_hard_and_soft_columns_per_ipc():
-    hard = {**_row("convnet3", 77.0), "method": "cfm-teacher"}
+    hard = {**_row("convnet3", 77.0), "method": "cfm-teacher", "iterations": 1000}
     soft = {**hard, "mean": 78.5, "extra": {"labels": {"labels": "soft"}}}
-    other_ipc = {**hard, "ipc": 50, "mean": 85.0}
-    header, _, cfm, *rest = figures.cfm_teacher_table([hard, soft, other_ipc])
-    assert header.count("IPC 10") == 2 and header.count("IPC 50") == 2
+    other_ipc = {**hard, "ipc": 50, "mean": 85.0, "iterations": 500}
+    dm = {**_row("convnet3", 82.0), "iterations": 2000}  # its own steps stay out of the header
+    header, _, cfm, *rest = figures.cfm_teacher_table([hard, soft, other_ipc, dm])
+    assert header.count("IPC 10 (1000 steps)") == 2 and header.count("IPC 50 (500 steps)") == 2
     assert cfm == "| `cfm-teacher` | 77.0 ± 0.0 | 78.5 ± 0.0 | 85.0 ± 0.0 | — |"
-    assert all(line.endswith("| — | — | — | — |") for line in rest)
+    *filters, dm_line = rest
+    assert all(line.endswith("| — | — | — | — |") for line in filters)
+    assert dm_line.endswith("| 82.0 ± 0.0 | — | — | — |")
