@@ -137,8 +137,7 @@ def readme_lines(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     digits = "dm_digits"
     elf_table = "cross_arch_elf_teacher"
     rows = results[elf_table]["rows"]
-    elf_rows = [(model, lambda row, m=model, t=target: row["model"] == m
-                 and elf_settings(row) == {"feature_target": t, "lambda_front": 1})
+    elf_rows = [(model, elf_row(model, {"feature_target": target, "lambda_front": 1}))
                 for model, target in (("convnet3", "raw"), ("resnet18-in", "raw"), ("resnetap10", "normalized"))]
     return [
         ("digits (scikit-learn, 8×8) IPC 10, ConvNet-3, 200 iterations, 3 models × 300 epochs: DM / DM+HDD / random / "
@@ -307,6 +306,11 @@ def elf_settings(row: dict[str, Any]) -> dict[str, Any] | None:
     return {key: config.get(key, ELF_DEFAULTS[key]) for key in ("feature_target", "lambda_front")}
 
 
+def elf_row(model: str, settings: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool]:
+    """Selects the rows of ``model`` with these ELF settings (``elf_settings``; None: without ELF)."""
+    return lambda row: row["model"] == model and elf_settings(row) == settings
+
+
 def elf_teacher_table(rows: list[dict[str, Any]]) -> list[str]:
     """cross_arch_elf_teacher: per evaluation net, plain / with ELF / ELF without the front term, with n."""
     normalized = {"feature_target": "normalized", "lambda_front": 1}
@@ -317,7 +321,7 @@ def elf_teacher_table(rows: list[dict[str, Any]]) -> list[str]:
              ("ResNetAP-10, channel-normalised targets", "resnetap10", normalized),
              ("ResNetAP-10, raw targets", "resnetap10", plain)]
     return _table(["evaluation net", "plain", "with ELF", "ELF, λ_front = 0"], [
-        [label, *(_single_cell(rows, lambda row, m=model, e=wanted: row["model"] == m and elf_settings(row) == e, True)
+        [label, *(_single_cell(rows, elf_row(model, wanted), True)
                   for wanted in (None, elf, {**elf, "lambda_front": 0}))]
         for label, model, elf in lines])
 

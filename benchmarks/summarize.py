@@ -28,7 +28,7 @@ def _setting(row: dict) -> str:
     if extra.get("lr_schedule"):
         parts.append(f"lr {extra['lr_schedule']}")
     if extra.get("elf"):
-        parts.insert(0, f"ELF ({extra['elf_variant']})" if extra.get("elf_variant") else elf_label(extra))
+        parts.insert(0, elf_label(extra))
     labels = extra.get("labels", {})
     if labels.get("labels") == "soft":
         parts.insert(0, f"soft labels ({labels.get('relabel', 'fixed')})")
